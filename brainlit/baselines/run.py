@@ -1,0 +1,92 @@
+"""Run the baselines on given cross-validation folds and collect per-fold metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from brainlit.baselines.fc_ridge import FCKernelRidge
+from brainlit.baselines.mean import MeanPredictor
+from brainlit.errors import BrainlitDataError
+
+log = logging.getLogger(__name__)
+
+BASELINES: dict[str, Callable[[], FCKernelRidge | MeanPredictor]] = {
+    "kernel_ridge_fc": FCKernelRidge,
+    "mean": MeanPredictor,
+}
+RESULT_COLUMNS = ["model", "target", "fold", "n_test", "mae", "pearson_r"]
+
+
+def pearson_r(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Pearson correlation; NaN when either side is constant (e.g. the mean predictor) or N < 2."""
+    y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    if len(y_true) < 2 or np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
+        return float("nan")
+    return float(np.corrcoef(y_true, y_pred)[0, 1])
+
+
+def _targets(y: pd.Series | pd.DataFrame | Mapping) -> dict[str, pd.Series]:
+    """``{target name: Series indexed by subject_id}`` from a Series, DataFrame or dict of them."""
+    if isinstance(y, pd.Series):
+        return {str(y.name or "target"): y.astype(float)}
+    if isinstance(y, pd.DataFrame):
+        return {str(c): y[c].astype(float) for c in y.columns}
+    return {str(name): pd.Series(values, dtype=float) for name, values in y.items()}
+
+
+def _usable(ids: Sequence[str], values: pd.Series, series: Mapping, fold: int) -> list[str]:
+    """The subjects of ``ids`` that have a target value; every one must have a time series."""
+    for subject_id in ids:
+        if subject_id not in series:
+            raise BrainlitDataError(
+                f"Subject {subject_id} of fold {fold} has no ROI time series; rebuild the cache "
+                "or pass the folds of the same cohort."
+            )
+    return [s for s in ids if s in values.index and np.isfinite(values[s])]
+
+
+def run_baselines(
+    series: Mapping[str, np.ndarray],
+    y: pd.Series | pd.DataFrame | Mapping,
+    folds: Mapping[int, tuple[Sequence[str], Sequence[str]]],
+    models: Sequence[str] = tuple(BASELINES),
+) -> pd.DataFrame:
+    """Fit each baseline on the training subjects of each fold and test it on the test subjects.
+
+    Args:
+        series: ``{subject_id: [R, T] ROI time series}``.
+        y: Targets indexed by subject_id: a Series (its name is the target), a DataFrame (one
+            column per target) or ``{target: Series or {subject_id: value}}``.
+        folds: ``{fold: (train_ids, test_ids)}``, e.g. the datamodule's splits. Subjects whose
+            target is missing (NaN or absent) are left out of that target's fit and test.
+        models: Names from ``BASELINES``.
+
+    Returns:
+        One row per (model, target, fold) with columns ``RESULT_COLUMNS``; ``pearson_r`` is NaN
+        for the mean predictor, whose predictions are constant.
+    """
+    rows = []
+    for target, values in _targets(y).items():
+        for fold, (train_ids, test_ids) in sorted(folds.items()):
+            train, test = (
+                _usable(train_ids, values, series, fold),
+                _usable(test_ids, values, series, fold),
+            )
+            if set(train) & set(test):
+                raise ValueError(
+                    f"fold {fold}: subjects in both train and test: {sorted(set(train) & set(test))[:5]}"
+                )
+            y_true = values[test].to_numpy()
+            for name in models:
+                model = BASELINES[name]().fit([series[s] for s in train], values[train].to_numpy())
+                y_pred = model.predict([series[s] for s in test])
+                mae = float(np.mean(np.abs(y_pred - y_true)))
+                rows.append([name, target, fold, len(test), mae, pearson_r(y_true, y_pred)])
+                log.info(
+                    "%s %s fold %d: MAE %.3f on %d subjects", name, target, fold, mae, len(test)
+                )
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)

@@ -1,0 +1,100 @@
+"""Result tables and figures."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from scipy import stats
+
+from brainlit.report import (
+    PAPER,
+    format_table,
+    plot_expert_maps,
+    plot_predictions,
+    summarize,
+    to_markdown,
+)
+
+
+@pytest.fixture
+def results():
+    rows = [
+        ("brainlit", "age", k, 10, mae, r)
+        for k, (mae, r) in enumerate([(1, 0.5), (2, 0.7), (3, 0.9)])
+    ]
+    rows += [("mean", "age", k, 10, 10.0 + k, np.nan) for k in range(3)]
+    rows += [("kernel_ridge_fc", "fluid_intelligence", k, 10, 4.0, 0.4) for k in range(2)]
+    return pd.DataFrame(rows, columns=["model", "target", "fold", "n_test", "mae", "pearson_r"])
+
+
+def test_summarize_mean_sd_and_t_interval(results):
+    summary = summarize(results).set_index(["model", "target"])
+    row = summary.loc[("brainlit", "age")]
+    half = stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3)  # sd of (1, 2, 3) is 1
+    assert (
+        row.n_folds == 3 and row.mae_mean == pytest.approx(2.0) and row.mae_sd == pytest.approx(1.0)
+    )
+    assert (row.mae_ci_low, row.mae_ci_high) == pytest.approx((2 - half, 2 + half))
+    assert row.r_mean == pytest.approx(0.7) and row.r_sd == pytest.approx(0.2)
+    assert np.isnan(summary.loc[("mean", "age")].r_mean)
+    constant = summary.loc[("kernel_ridge_fc", "fluid_intelligence")]
+    assert constant.mae_sd == 0 and constant.mae_ci_low == pytest.approx(4.0)
+    assert list(summarize(results).model) == ["brainlit", "mean", "kernel_ridge_fc"]  # by target
+
+
+def test_markdown_has_paper_rows_and_skipped_subjects(results):
+    skipped = pd.DataFrame(
+        {
+            "subject_id": ["sub-CC110012"],
+            "file": ["/d/sub-CC110012_bold.nii.gz"],
+            "reason": ["EOFError: truncated | gzip"],
+        }
+    )
+    text = to_markdown(results, skipped, title="demo")
+    assert text.startswith("# demo")
+    assert "| paper (Cam-CAN) | 5.343 | 0.928 | - |" in text
+    assert f"| paper (Cam-CAN) | {PAPER['fluid_intelligence']['mae']:.3f} |" in text
+    assert "| brainlit | 2.00 ± 1.00 [" in text and "| mean | 11.00 ± 1.00 [" in text
+    skipped_section = text.split("## Skipped subjects")[1]
+    assert "sub-CC110012" in skipped_section and "truncated \\| gzip" in skipped_section
+    assert "None." in to_markdown(results).split("## Skipped subjects")[1]
+
+
+def test_format_table_is_aligned(results):
+    lines = format_table(results).splitlines()
+    assert lines[0].split() == ["target", "model", "MAE", "r", "folds"]
+    start = lines[0].index("MAE")
+    body = lines[2:]
+    assert all(line[start - 2 : start] == "  " for line in body)
+    assert any("paper (Cam-CAN)" in line and "5.343" in line for line in body)
+    assert any(line.startswith("age") and "mean" in line and "n/a" in line for line in body)
+
+
+def test_plot_predictions_titles_mae_and_r():
+    figure = plot_predictions([1.0, 2.0, 3.0, 4.0], [1.5, 2.0, 2.5, 4.0], "age")
+    assert isinstance(figure, Figure) and len(figure.axes) == 1
+    title = figure.axes[0].get_title()
+    assert (
+        "MAE 0.25" in title
+        and f"r {np.corrcoef([1, 2, 3, 4], [1.5, 2, 2.5, 4])[0, 1]:.3f}" in title
+    )
+    other = Figure()
+    ax = other.add_subplot()
+    assert plot_predictions([1, 2], [2, 1], "fluid_intelligence", ax=ax) is other
+
+
+def test_expert_maps_glass_brains_and_heatmap_fallback():
+    rng = np.random.default_rng(0)
+    weights = rng.dirichlet(np.ones(3), size=10)  # [R, E]
+    coords = rng.uniform(-50, 50, (10, 3))
+    figure = plot_expert_maps(weights, coords)
+    assert [t.get_text() for ax in figure.axes for t in ax.texts] == [
+        "expert 0",
+        "expert 1",
+        "expert 2",
+    ]
+    heatmap = plot_expert_maps(weights, None, expert_names=["a", "b", "c"])
+    assert len(heatmap.axes) == 2  # image + colour bar
+    assert [t.get_text() for t in heatmap.axes[0].get_xticklabels()] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="roi_coords"):
+        plot_expert_maps(weights, coords[:5])
