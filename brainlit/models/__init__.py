@@ -1,0 +1,18 @@
+"""Plain PyTorch modules: LMAE pretraining, random-walk MoE, Mamba predictor (no Lightning)."""
+
+from brainlit.models.lmae import LocalMaskedAutoencoder, PatchEncoder
+from brainlit.models.predictor import BrainRegressor
+from brainlit.models.rwmoe import RandomWalkMoE, fc_transition_matrix, random_walk
+from brainlit.models.ssm import MambaBlock, selective_scan, selective_scan_ref
+
+__all__ = [
+    "BrainRegressor",
+    "LocalMaskedAutoencoder",
+    "MambaBlock",
+    "PatchEncoder",
+    "RandomWalkMoE",
+    "fc_transition_matrix",
+    "random_walk",
+    "selective_scan",
+    "selective_scan_ref",
+]

@@ -1,0 +1,199 @@
+"""BrainRegressor: patch encoder -> random-walk MoE -> Mamba predictor -> linear head."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from brainlit.models.lmae import PatchEncoder
+from brainlit.models.rwmoe import RandomWalkMoE
+from brainlit.models.ssm import MambaBlock
+
+log = logging.getLogger(__name__)
+
+# spec field -> BrainRegressor argument, where the names differ (see ``from_specs``)
+_MOE_RENAMES = {"dropout": "moe_dropout"}
+_SSM_RENAMES = {"layers": "ssm_layers", "backend": "ssm_backend"}
+
+
+def encoder_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip everything up to the first ``encoder.`` module name from the keys that have one.
+
+    ``model.encoder.transformer.norm.weight`` -> ``transformer.norm.weight``; keys without an
+    ``encoder`` component (decoder, optimiser state, ...) are dropped.
+    """
+    weights = {}
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        if "encoder" in parts[:-1]:
+            weights[".".join(parts[parts.index("encoder") + 1 :])] = value
+    return weights
+
+
+class BrainRegressor(nn.Module):
+    """Regress phenotypes from ROI time series: PatchEncoder -> RandomWalkMoE -> Mamba -> head.
+
+    The SSM reads ``sequence='patch'``: tokens averaged over ROIs, ``[B, P, D]``; or
+    ``'roi_major'``: all tokens flattened ROI by ROI, ``[B, R * P, D]``. After ``ssm_layers``
+    Mamba blocks the sequence is mean-pooled, layer-normed, dropped out and mapped linearly to
+    one output per target.
+
+    Args:
+        n_rois: Number of ROIs R.
+        n_targets: Number of regressed targets.
+        patch_len: Time points per token.
+        d_model: Token width.
+        depth: Encoder transformer layers.
+        n_heads: Encoder attention heads.
+        mlp_ratio: Encoder MLP width relative to ``d_model``.
+        dropout: Dropout inside the encoder.
+        max_patches: Longest sequence of patches per ROI.
+        n_experts: Number of expert MLPs.
+        top_k: Experts each token is routed to.
+        walk_steps: Random-walk steps over the FC graph.
+        graph_topk: Neighbours kept per ROI in the FC graph.
+        walk_weights: ``learnable`` or ``restart`` random-walk step weights.
+        restart_prob: Restart probability for ``walk_weights='restart'``.
+        expert_hidden: Hidden width of each expert.
+        gating: ``spatial``, ``temporal`` or ``both`` gate logits.
+        moe_dropout: Dropout inside the experts.
+        ssm_layers: Number of Mamba blocks.
+        d_state: SSM state size.
+        d_conv: Width of the Mamba causal convolution.
+        expand: Mamba inner width as a multiple of ``d_model``.
+        ssm_backend: ``auto``, ``cuda`` (mamba-ssm kernels) or ``torch``.
+        sequence: ``patch`` (pool ROIs, scan patches) or ``roi_major`` (scan all tokens).
+        head_dropout: Dropout before the linear head.
+    """
+
+    def __init__(
+        self,
+        n_rois: int,
+        n_targets: int,
+        patch_len: int = 8,
+        d_model: int = 128,
+        depth: int = 4,
+        n_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        max_patches: int = 128,
+        n_experts: int = 8,
+        top_k: int = 2,
+        walk_steps: int = 3,
+        graph_topk: int = 10,
+        walk_weights: Literal["learnable", "restart"] = "learnable",
+        restart_prob: float = 0.3,
+        expert_hidden: int = 256,
+        gating: Literal["spatial", "temporal", "both"] = "both",
+        moe_dropout: float = 0.0,
+        ssm_layers: int = 2,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        ssm_backend: Literal["auto", "cuda", "torch"] = "auto",
+        sequence: Literal["patch", "roi_major"] = "patch",
+        head_dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if sequence not in ("patch", "roi_major"):
+            raise ValueError(f"sequence must be 'patch' or 'roi_major', got {sequence!r}.")
+        self.sequence = sequence
+        self.encoder = PatchEncoder(
+            n_rois, patch_len, d_model, depth, n_heads, mlp_ratio, dropout, max_patches
+        )
+        self.moe = RandomWalkMoE(
+            d_model, n_experts, top_k, walk_steps, graph_topk, walk_weights, restart_prob,
+            expert_hidden, gating, moe_dropout,
+        )  # fmt: skip
+        self.ssm = nn.ModuleList(
+            MambaBlock(d_model, d_state, d_conv, expand, ssm_backend) for _ in range(ssm_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.head_dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(d_model, n_targets)
+
+    @classmethod
+    def from_specs(
+        cls,
+        n_rois: int,
+        n_targets: int,
+        encoder: Any,
+        moe: Any,
+        ssm: Any,
+        head_dropout: float = 0.1,
+    ) -> BrainRegressor:
+        """Build from the grouped config dataclasses (``EncoderSpec``, ``MoESpec``, ``SSMSpec``).
+
+        Args:
+            n_rois: Number of ROIs.
+            n_targets: Number of regressed targets.
+            encoder: Dataclass whose fields are PatchEncoder arguments.
+            moe: Dataclass of RandomWalkMoE arguments (``dropout`` becomes ``moe_dropout``).
+            ssm: Dataclass with ``layers``, ``d_state``, ``d_conv``, ``expand``, ``backend``, ``sequence``.
+            head_dropout: Dropout before the linear head.
+        """
+        kwargs = dict(dataclasses.asdict(encoder))
+        kwargs.update({_MOE_RENAMES.get(k, k): v for k, v in dataclasses.asdict(moe).items()})
+        kwargs.update({_SSM_RENAMES.get(k, k): v for k, v in dataclasses.asdict(ssm).items()})
+        return cls(n_rois, n_targets, head_dropout=head_dropout, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Predict z-scored targets.
+
+        Args:
+            x: ROI time series ``[B, R, T]``.
+
+        Returns:
+            ``pred`` ``[B, n_targets]`` and ``aux`` with ``balance_loss`` (scalar) and
+            ``roi_expert_weights`` ``[B, R, E]``.
+        """
+        tokens, aux = self.moe(self.encoder(x), x)  # [B, R, P, D]
+        sequence = tokens.mean(1) if self.sequence == "patch" else tokens.flatten(1, 2)  # [B, L, D]
+        for block in self.ssm:
+            sequence = block(sequence)
+        pooled = self.norm(sequence.mean(1))  # [B, D]
+        return self.head(self.head_dropout(pooled)), aux
+
+    def load_pretrained_encoder(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load LMAE encoder weights: keys ``encoder.*`` under any prefix (e.g. ``model.encoder.*``).
+
+        Args:
+            state_dict: A state dict holding the encoder weights, e.g. an LMAE module's or a
+                Lightning checkpoint's ``state_dict``.
+
+        Raises:
+            ValueError: when no encoder key is found, keys are missing or unexpected, or a
+                shape differs (the message lists them).
+        """
+        weights = encoder_weights(state_dict)
+        own = self.encoder.state_dict()
+        missing, unexpected = (
+            sorted(own.keys() - weights.keys()),
+            sorted(weights.keys() - own.keys()),
+        )
+        mismatched = [
+            f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
+            for k, v in own.items()
+            if k in weights and weights[k].shape != v.shape
+        ]
+        if missing or unexpected or mismatched:
+            raise ValueError(
+                "pretrained encoder does not match this model's encoder (same encoder settings and "
+                f"n_rois needed): missing={missing[:5]}, unexpected={unexpected[:5]}, "
+                f"shape mismatch={mismatched[:5]}"
+            )
+        self.encoder.load_state_dict(weights)
+        log.info("Loaded %d pretrained encoder tensors.", len(weights))
+
+    def encoder_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the (pretrainable) encoder, for a separate learning rate."""
+        return self.encoder.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """All other parameters: random-walk MoE, Mamba blocks, final norm and head."""
+        return (p for name, p in self.named_parameters() if not name.startswith("encoder."))

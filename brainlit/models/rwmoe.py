@@ -1,0 +1,254 @@
+"""Random-Walk Mixture of Experts (RWMOE) over ROI x patch tokens.
+
+A graph over ROIs from each sample's functional connectivity drives a multi-step random walk
+that mixes indirect (multi-hop) ROI interactions into every token; a gate then routes each
+token to ``top_k`` of ``n_experts`` MLP experts. The paper gives no sizes: the defaults are ours.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def abs_correlation(x: torch.Tensor) -> torch.Tensor:
+    """|Pearson correlation| ``[B, R, R]`` between the ROI series of ``x: [B, R, T]`` (float32).
+
+    A constant ROI correlates 0 with everything.
+    """
+    x = x.float()
+    centred = x - x.mean(-1, keepdim=True)
+    unit = centred / centred.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    return (unit @ unit.transpose(1, 2)).abs()
+
+
+def knn_sparsify(adjacency: torch.Tensor, topk: int) -> torch.Tensor:
+    """Keep the ``topk`` largest entries of each row of ``adjacency: [B, R, R]``, zero the rest."""
+    values, index = adjacency.topk(min(topk, adjacency.shape[-1]), dim=-1)
+    return torch.zeros_like(adjacency).scatter(-1, index, values)
+
+
+@torch.no_grad()
+def fc_transition_matrix(x: torch.Tensor, topk: int) -> torch.Tensor:
+    """Row-stochastic random-walk transition matrix ``P = D^-1 A`` ``[B, R, R]`` from ``x: [B, R, T]``.
+
+    ``A`` = |corr(x)| over time with a zero diagonal, sparsified to the ``topk`` strongest
+    neighbours of each ROI, then symmetrised as ``max(A, A^T)``: an edge is kept when either
+    ROI lists the other, so a row holds at least ``min(topk, R - 1)`` and at most ``R - 1``
+    nonzeros. A ROI left without edges (constant series) gets a self-loop so every row sums to 1.
+    The graph is input data, so no gradient flows through it.
+
+    Args:
+        x: ROI time series ``[B, R, T]``.
+        topk: Neighbours kept per ROI.
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        adjacency = abs_correlation(x)
+        adjacency.diagonal(dim1=-2, dim2=-1).zero_()
+        knn = knn_sparsify(adjacency, min(topk, x.shape[1] - 1))
+        graph = torch.maximum(knn, knn.transpose(1, 2))
+        isolated = graph.sum(-1) == 0  # [B, R]
+        graph = graph + torch.diag_embed(isolated.float())
+        return graph / graph.sum(-1, keepdim=True)
+
+
+def random_walk(h: torch.Tensor, transition: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Multi-step propagation ``sum_s weights[s] * P^s h`` over the ROI axis.
+
+    ``P^s h`` is built by ``s`` repeated batched matmuls; ``P^s`` itself is never formed.
+
+    Args:
+        h: Features ``[B, R, ...]``.
+        transition: Row-stochastic ``P`` ``[B, R, R]``.
+        weights: Step weights ``[S + 1]`` for ``s = 0..S``.
+    """
+    flat = h.flatten(2)  # [B, R, F]
+    step, out = flat, weights[0] * flat
+    for weight in weights[1:]:
+        step = torch.bmm(transition.to(step.dtype), step)
+        out = out + weight * step
+    return out.view_as(h)
+
+
+def route(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax gate with top-k routing.
+
+    Returns:
+        ``gates`` ``[..., E]`` (the ``top_k`` kept probabilities renormalised to sum 1, zeros
+        elsewhere), the full softmax ``probs`` ``[..., E]`` and the chosen ``experts`` ``[..., k]``.
+    """
+    probs = logits.float().softmax(-1)
+    top_probs, experts = probs.topk(top_k, dim=-1)
+    gates = torch.zeros_like(probs).scatter(
+        -1, experts, top_probs / top_probs.sum(-1, keepdim=True)
+    )
+    return gates, probs, experts
+
+
+def balance_loss(probs: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """Switch/GShard load-balancing loss ``E * sum_e f_e * p_e``.
+
+    ``f_e`` = share of the top-k assignments sent to expert ``e``, ``p_e`` = mean gate probability
+    of ``e`` over tokens. It equals 1 when the probabilities are uniform (the minimum when the
+    dispatch follows the probabilities) and reaches ``E`` when all tokens collapse onto one expert.
+
+    Args:
+        probs: Full softmax gate probabilities ``[..., E]``.
+        experts: Chosen experts ``[..., k]``.
+    """
+    n_experts = probs.shape[-1]
+    dispatch = torch.bincount(experts.flatten(), minlength=n_experts).float() / experts.numel()
+    importance = probs.reshape(-1, n_experts).mean(0)
+    return n_experts * (dispatch * importance).sum()
+
+
+class ExpertMLPs(nn.Module):
+    """``n_experts`` two-layer GELU MLPs applied by gathered dispatch.
+
+    The ``k`` copies of each token are sorted by expert and each expert runs one matmul on its
+    tokens only (about ``k / E`` of the dense all-experts cost); the outputs are weighted by the
+    gates and summed back with ``index_add``. Reading the per-expert counts syncs with the GPU once.
+
+    Args:
+        n_experts: Number of experts E.
+        d_model: Token width.
+        hidden: Hidden width of each expert.
+        dropout: Dropout on the hidden layer.
+    """
+
+    def __init__(self, n_experts: int, d_model: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        bound_in, bound_hidden = 1 / math.sqrt(d_model), 1 / math.sqrt(hidden)
+        self.w_in = nn.Parameter(
+            torch.empty(n_experts, d_model, hidden).uniform_(-bound_in, bound_in)
+        )
+        self.b_in = nn.Parameter(torch.zeros(n_experts, hidden))
+        self.w_out = nn.Parameter(
+            torch.empty(n_experts, hidden, d_model).uniform_(-bound_hidden, bound_hidden)
+        )
+        self.b_out = nn.Parameter(torch.zeros(n_experts, d_model))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, tokens: torch.Tensor, experts: torch.Tensor, gates: torch.Tensor
+    ) -> torch.Tensor:
+        """Gate-weighted sum of the chosen experts' outputs.
+
+        Args:
+            tokens: ``[N, D]``.
+            experts: Chosen experts ``[N, k]``.
+            gates: Their weights ``[N, k]``.
+
+        Returns:
+            ``[N, D]``.
+        """
+        k = experts.shape[1]
+        order = experts.flatten().argsort()  # [N * k], grouped by expert
+        token_ids = order // k
+        counts = torch.bincount(experts.flatten(), minlength=self.w_in.shape[0]).tolist()
+        outputs = []
+        for e, chunk in enumerate(tokens[token_ids].split(counts)):
+            hidden = self.dropout(F.gelu(chunk @ self.w_in[e] + self.b_in[e]))
+            outputs.append(hidden @ self.w_out[e] + self.b_out[e])
+        weighted = torch.cat(outputs) * gates.flatten()[order, None].to(outputs[0].dtype)
+        return weighted.new_zeros(tokens.shape).index_add(0, token_ids, weighted)
+
+
+class RandomWalkMoE(nn.Module):
+    """Random-walk propagation over the FC graph, then a top-k gated mixture of MLP experts.
+
+    ``walked = sum_s a_s P^s h`` with ``P`` from :func:`fc_transition_matrix` of the input
+    window. Gate logits of token (ROI r, patch t) are ``spatial[r] + temporal[t]`` for
+    ``gating='both'``, where ``spatial = W_s mean_t walked[r, t]`` (the ROI's walk-propagated
+    feature) and ``temporal = W_t mean_r walked[r, t]`` (the patch pooled over ROIs);
+    ``spatial`` alone routes all tokens of a ROI alike, ``temporal`` alone all ROIs of a patch
+    alike. Experts read ``walked``; the output is ``LayerNorm(h + dropout(experts))``.
+    Step weights: ``learnable`` = softmax of learnable logits (uniform at init); ``restart`` =
+    ``c (1 - c)^s`` normalised over ``s = 0..S`` (personalised PageRank truncated at S steps).
+
+    Args:
+        d_model: Token width D.
+        n_experts: Number of expert MLPs E.
+        top_k: Experts each token is routed to.
+        walk_steps: Random-walk steps S over the FC graph.
+        graph_topk: Neighbours kept per ROI when sparsifying the FC graph.
+        walk_weights: ``learnable`` step weights or the ``restart`` form.
+        restart_prob: Restart probability c for ``walk_weights='restart'``.
+        expert_hidden: Hidden width of each expert MLP.
+        gating: Route by ``spatial`` (ROI) logits, ``temporal`` (patch) logits, or ``both`` summed.
+        dropout: Dropout inside the experts and on their output.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_experts: int = 8,
+        top_k: int = 2,
+        walk_steps: int = 3,
+        graph_topk: int = 10,
+        walk_weights: Literal["learnable", "restart"] = "learnable",
+        restart_prob: float = 0.3,
+        expert_hidden: int = 256,
+        gating: Literal["spatial", "temporal", "both"] = "both",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not 1 <= top_k <= n_experts or gating not in ("spatial", "temporal", "both"):
+            raise ValueError(
+                "need 1 <= top_k <= n_experts and gating in {spatial, temporal, both}."
+            )
+        if walk_weights not in ("learnable", "restart"):
+            raise ValueError(f"walk_weights must be learnable or restart, got {walk_weights!r}.")
+        self.top_k, self.graph_topk, self.walk_weights = top_k, graph_topk, walk_weights
+        if walk_weights == "learnable":
+            self.walk_logits = nn.Parameter(torch.zeros(walk_steps + 1))
+        else:
+            restart = restart_prob * (1 - restart_prob) ** torch.arange(walk_steps + 1.0)
+            self.register_buffer("restart_weights", restart / restart.sum())
+        self.spatial_gate = nn.Linear(d_model, n_experts) if gating != "temporal" else None
+        self.temporal_gate = nn.Linear(d_model, n_experts) if gating != "spatial" else None
+        self.experts = ExpertMLPs(n_experts, d_model, expert_hidden, dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model)
+
+    def walk_coefficients(self) -> torch.Tensor:
+        """Step weights ``a_s`` ``[S + 1]``, summing to 1."""
+        if self.walk_weights == "learnable":
+            return self.walk_logits.softmax(0)
+        return self.restart_weights
+
+    def gate_logits(self, walked: torch.Tensor) -> torch.Tensor:
+        """Token gate logits ``[B, R, P, E]`` from walk-propagated tokens ``[B, R, P, D]``."""
+        logits = 0.0
+        if self.spatial_gate is not None:
+            logits = logits + self.spatial_gate(walked.mean(2))[:, :, None]  # [B, R, 1, E]
+        if self.temporal_gate is not None:
+            logits = logits + self.temporal_gate(walked.mean(1))[:, None]  # [B, 1, P, E]
+        return logits.expand(*walked.shape[:3], -1)
+
+    def forward(
+        self, h: torch.Tensor, x: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mix tokens through the random walk and the experts.
+
+        Args:
+            h: Tokens ``[B, R, P, D]``.
+            x: The ROI time series ``[B, R, T]`` the tokens came from (for the FC graph).
+
+        Returns:
+            ``h_out`` ``[B, R, P, D]`` and ``aux``: ``balance_loss`` (scalar) and
+            ``roi_expert_weights`` ``[B, R, E]`` (gate weights averaged over patches; rows sum to 1).
+        """
+        transition = fc_transition_matrix(x, self.graph_topk)  # [B, R, R]
+        walked = random_walk(h, transition, self.walk_coefficients())  # [B, R, P, D]
+        gates, probs, experts = route(self.gate_logits(walked), self.top_k)  # [B, R, P, E|k]
+        mixed = self.experts(
+            walked.flatten(0, 2), experts.flatten(0, 2), gates.gather(-1, experts).flatten(0, 2)
+        )
+        out = self.norm(h + self.dropout(mixed.view_as(h)))
+        aux = {"balance_loss": balance_loss(probs, experts), "roi_expert_weights": gates.mean(2)}
+        return out, aux
