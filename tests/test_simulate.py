@@ -10,14 +10,13 @@ import pytest
 from sklearn.model_selection import KFold
 
 from brainlit.baselines import run_baselines
+from brainlit.data.camcan_tree import CAMCAN_BAD_SCORES, write_camcan_tree
 from brainlit.data.simulate import (
-    CAMCAN_BAD_SCORES,
     MARKER,
     main,
     simulate_cohort,
     simulate_phenotypes,
     simulate_roi_timeseries,
-    write_camcan_tree,
 )
 from brainlit.errors import BrainlitDataError
 
