@@ -1,0 +1,89 @@
+"""``python -m brainlit``: LightningCLI for fit/validate/test/predict, plus ``cache`` and ``experiment``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+import torch
+from jsonargparse import ActionConfigFile, ArgumentParser
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from brainlit.data.datamodule import FMRIDataModule
+from brainlit.tasks import BrainTask
+
+log = logging.getLogger("brainlit")
+
+TRAINER_DEFAULTS = {
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": "runs", "name": "brainlit"},
+    },
+}
+
+
+class BrainlitCLI(LightningCLI):
+    """LightningCLI over :class:`FMRIDataModule` and any :class:`BrainTask`.
+
+    Sizes the data knows (``n_rois``, ``crop_len``, target names) are linked into the
+    model, so a config never states them twice.
+    """
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            BrainTask,
+            FMRIDataModule,
+            subclass_mode_model=True,
+            trainer_defaults=TRAINER_DEFAULTS,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link data-derived sizes into the model."""
+        parser.link_arguments("data.n_rois", "model.init_args.n_rois", apply_on="instantiate")
+        parser.link_arguments("data.crop_len", "model.init_args.crop_len", apply_on="parse")
+        parser.link_arguments("data.targets", "model.init_args.target_names", apply_on="parse")
+
+    def before_instantiate_classes(self) -> None:
+        """Fall back from bf16 to fp16 mixed precision on GPUs without bf16 support."""
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        precision = str(config.trainer.get("precision"))
+        if precision.startswith("bf16") and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            log.warning("This GPU has no bf16: using 16-mixed instead of %s.", precision)
+            config.trainer.precision = "16-mixed"
+
+
+def cache_command(argv: list[str]) -> None:
+    """``python -m brainlit cache``: build or update the HDF5 cache and print a summary.
+
+    Takes the datamodule's arguments (``--data.root``, ``--data.atlas`` ...) or a fit config
+    (``--config``), whose model and trainer sections are ignored.
+    """
+    parser = ArgumentParser(prog="python -m brainlit cache", description=cache_command.__doc__)
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(FMRIDataModule, "data")
+    for ignored in ("model", "trainer", "seed_everything", "ckpt_path", "optimizer", "lr_scheduler"):
+        parser.add_argument(f"--{ignored}", type=Any | None, default=None, help=argparse.SUPPRESS)
+    config = parser.parse_args(argv)
+    datamodule = parser.instantiate_classes(config).data
+    report = datamodule.prepare_data()
+    print(report.summary())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: dispatch ``cache`` and ``experiment``; everything else goes to LightningCLI."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_float32_matmul_precision("high")
+    if argv and argv[0] == "cache":
+        cache_command(argv[1:])
+    elif argv and argv[0] == "experiment":
+        from brainlit.experiment import experiment_main
+
+        experiment_main(argv[1:])
+    else:
+        BrainlitCLI(args=argv)

@@ -1,0 +1,255 @@
+"""FMRIDataModule: dataset root -> HDF5 cache -> seeded subject-disjoint folds -> batches."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+from torch.utils.data import DataLoader, Dataset
+
+from brainlit.data.cache import CacheReader, CacheReport, build_cache
+from brainlit.data.parcellate import Confounds, Parcellator
+from brainlit.data.sources import Layout, discover_subjects, load_phenotypes
+from brainlit.errors import BrainlitDataError
+
+log = logging.getLogger(__name__)
+
+
+class SubjectDataset(Dataset):
+    """Items ``{"x": [R, L], "y": [n_targets], "subject_id"}`` read lazily from the cache.
+
+    With ``crop_len`` each item is a random window (training); otherwise the first
+    ``n_timepoints`` of the run (evaluation).
+    """
+
+    def __init__(self, reader: CacheReader, subject_ids: list[str], targets: np.ndarray,
+                 n_timepoints: int, crop_len: int | None = None) -> None:
+        self.reader, self.subject_ids, self.targets = reader, subject_ids, targets
+        self.n_timepoints, self.crop_len = n_timepoints, crop_len
+
+    def __len__(self) -> int:
+        return len(self.subject_ids)
+
+    def __getitem__(self, index: int) -> dict:
+        sid = self.subject_ids[index]
+        series = self.reader.timeseries(sid)  # [R, T]
+        if self.crop_len is not None and series.shape[1] > self.crop_len:
+            start = int(torch.randint(0, series.shape[1] - self.crop_len + 1, ()))
+            series = series[:, start : start + self.crop_len]
+        else:
+            series = series[:, : self.n_timepoints]
+        return {"x": torch.from_numpy(np.ascontiguousarray(series)),
+                "y": torch.from_numpy(self.targets[index].copy()), "subject_id": sid}
+
+
+class FMRIDataModule(L.LightningDataModule):
+    """Parcellated resting-state fMRI with phenotypes, cached in HDF5, split into k folds.
+
+    Args:
+        root: Dataset root: BIDS, fMRIPrep derivatives, a Cam-CAN tree or array files.
+        cache_path: HDF5 cache file; null means ``<root>/brainlit_cache.h5``.
+        atlas: Labels/maps NIfTI, coordinates table, or power264/dosenbach160/seitzman300.
+        layout: ``auto`` prefers fMRIPrep preprocessed runs, then BIDS raw.
+        bold_glob: Glob under root for the BOLD runs; overrides the layout's patterns.
+        phenotypes_path: One phenotype table to use instead of those found under root.
+        sphere_radius: Sphere radius (mm) for coordinate atlases.
+        confounds: Confound strategy when fMRIPrep confounds exist (none/motion/simple/scrubbing).
+        global_signal: Also regress out the global signal.
+        detrend: Remove linear trends.
+        standardize: z-score each ROI series over time at cache time.
+        low_pass: Low-pass cut-off in Hz, or null.
+        high_pass: High-pass cut-off in Hz, or null.
+        t_r: Cohort TR in seconds; null takes the most common header TR.
+        min_timepoints: Shorter runs are rejected.
+        on_error: ``skip`` lists bad subjects in ``<cache>.skipped.tsv``; ``raise`` stops.
+        n_jobs: Worker processes for parcellation.
+        targets: Phenotypes to regress; subjects missing any are dropped. ``[]`` for pretraining.
+        n_folds: Cross-validation folds; 1 means no test set (pretraining on every subject).
+        fold: Which fold is the test set.
+        val_fraction: Share of the training subjects held out for validation.
+        seed: Seed of the splits.
+        crop_len: Training window in time points; evaluation covers whole runs.
+        batch_size: Subjects per batch.
+        num_workers: DataLoader worker processes.
+        predict_split: Subjects ``predict`` runs on: the test fold or all of them.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        cache_path: str | None = None,
+        atlas: str | None = None,
+        layout: Layout = "auto",
+        bold_glob: str | None = None,
+        phenotypes_path: str | None = None,
+        sphere_radius: float = 5.0,
+        confounds: Confounds = "none",
+        global_signal: bool = False,
+        detrend: bool = True,
+        standardize: bool = True,
+        low_pass: float | None = None,
+        high_pass: float | None = None,
+        t_r: float | None = None,
+        min_timepoints: int = 100,
+        on_error: Literal["skip", "raise"] = "skip",
+        n_jobs: int = 1,
+        targets: list[str] | None = None,
+        n_folds: int = 5,
+        fold: int = 0,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        crop_len: int = 128,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        predict_split: Literal["test", "all"] = "all",
+    ) -> None:
+        super().__init__()
+        if not 0 <= fold < max(n_folds, 1):
+            raise ValueError(f"data.fold {fold} is outside 0..{n_folds - 1}")
+        self.root, self.layout, self.bold_glob, self.phenotypes_path = Path(root), layout, bold_glob, phenotypes_path
+        self.cache_path = Path(cache_path) if cache_path else self.root / "brainlit_cache.h5"
+        self.parcellator = Parcellator(atlas, sphere_radius, confounds, global_signal, detrend,
+                                       standardize, low_pass, high_pass, t_r, min_timepoints)
+        self.on_error, self.n_jobs = on_error, n_jobs
+        self.targets = ["age"] if targets is None else list(targets)
+        self.n_folds, self.fold, self.val_fraction, self.seed = n_folds, fold, val_fraction, seed
+        self.crop_len, self.batch_size, self.num_workers = crop_len, batch_size, num_workers
+        self.predict_split = predict_split
+        self.reader = CacheReader(self.cache_path)
+        self._prepared = False
+        self._kept: tuple[list[str], pd.DataFrame] | None = None
+        self.splits: dict[str, list[str]] | None = None
+        self.target_mean: np.ndarray | None = None
+        self.target_std: np.ndarray | None = None
+
+    # ---------------------------------------------------------------- cache
+    def prepare_data(self) -> CacheReport:
+        """Build or update the cache (a no-op for unchanged inputs); returns the report."""
+        self.reader.close()
+        records = discover_subjects(self.root, self.layout, self.bold_glob, self.phenotypes_path)
+        phenotypes = load_phenotypes(self.root, self.phenotypes_path)
+        report = build_cache(records, self.parcellator, self.cache_path, phenotypes, self.n_jobs, self.on_error)
+        self._prepared, self._kept = True, None
+        return report
+
+    def _ensure_cache(self) -> CacheReader:
+        if not self._prepared:
+            self.prepare_data()
+        return self.reader
+
+    @property
+    def n_rois(self) -> int:
+        """Number of ROIs (builds the cache on first use)."""
+        return self._ensure_cache().n_rois
+
+    @property
+    def target_names(self) -> list[str]:
+        """The regressed phenotypes."""
+        return self.targets
+
+    @property
+    def roi_coordinates(self) -> np.ndarray | None:
+        """ROI centres ``[R, 3]`` for brain maps, if the atlas has them."""
+        return self._ensure_cache().roi_coordinates
+
+    @property
+    def n_timepoints(self) -> int:
+        """Common run length used for evaluation: the shortest kept run."""
+        ids = self._kept_subjects()[0]
+        return min(self.reader.n_timepoints(s) for s in ids)
+
+    # ---------------------------------------------------------------- splits
+    def _kept_subjects(self) -> tuple[list[str], pd.DataFrame]:
+        if self._kept is None:
+            self._kept = self._select_subjects()
+        return self._kept
+
+    def _select_subjects(self) -> tuple[list[str], pd.DataFrame]:
+        reader = self._ensure_cache()
+        ids = reader.subject_ids
+        table = reader.phenotypes.reindex(ids)
+        missing = [t for t in self.targets if t not in table]
+        if missing:
+            raise BrainlitDataError(f"{self.cache_path}: no phenotype column {missing}; available: {list(table.columns)}.")
+        complete = table[self.targets].notna().all(axis=1)
+        dropped = [s for s, ok in complete.items() if not ok]
+        if dropped:
+            log.warning("Dropping %d subject(s) without %s: %s", len(dropped), self.targets, ", ".join(dropped))
+        kept = [s for s in ids if complete[s]]
+        if len(kept) < 3:
+            raise BrainlitDataError(f"only {len(kept)} subjects with imaging and {self.targets} in {self.cache_path}.")
+        return kept, table.loc[kept, self.targets]
+
+    def _folds(self, ids: list[str], y: pd.DataFrame) -> tuple[list[str], list[str]]:
+        if self.n_folds <= 1:
+            return ids, []
+        if self.targets:
+            bins = pd.qcut(y[self.targets[0]].rank(method="first"), q=min(5, len(ids) // self.n_folds), labels=False)
+            splitter = StratifiedKFold(self.n_folds, shuffle=True, random_state=self.seed)
+            folds = list(splitter.split(ids, bins))
+        else:
+            folds = list(KFold(self.n_folds, shuffle=True, random_state=self.seed).split(ids))
+        train, test = folds[self.fold]
+        return [ids[i] for i in train], [ids[i] for i in test]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Seeded subject-disjoint folds; target scaling fit on the training subjects only."""
+        ids, y = self._kept_subjects()
+        trainval, test = self._folds(ids, y)
+        n_val = max(1, round(self.val_fraction * len(trainval)))
+        train, val = train_test_split(trainval, test_size=n_val, random_state=self.seed)
+        self.splits = {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+        train_y = y.loc[self.splits["train"]].to_numpy(np.float64)
+        self.target_mean = train_y.mean(0).astype(np.float32) if self.targets else np.zeros(0, np.float32)
+        std = train_y.std(0) if self.targets else np.ones(0)
+        self.target_std = np.where(std > 0, std, 1.0).astype(np.float32)
+        self._y = ((y - self.target_mean) / self.target_std).astype(np.float32)
+        log.info("Fold %d/%d: %d train, %d val, %d test subjects", self.fold, self.n_folds,
+                 len(train), len(val), len(test))
+
+    def inverse_transform_targets(self, y_z: torch.Tensor) -> torch.Tensor:
+        """z-scored targets back to original units."""
+        return y_z * torch.as_tensor(self.target_std) + torch.as_tensor(self.target_mean)
+
+    def fold_subject_ids(self, split: Literal["train", "val", "test"]) -> list[str]:
+        """Subject ids of one split of the current fold."""
+        if self.splits is None:
+            self.setup()
+        return list(self.splits[split])
+
+    def split_table(self) -> pd.DataFrame:
+        """``subject_id, split, fold`` of every kept subject, for baselines on identical folds."""
+        rows = [(s, split) for split in ("train", "val", "test") for s in self.fold_subject_ids(split)]
+        return pd.DataFrame(rows, columns=["subject_id", "split"]).assign(fold=self.fold)
+
+    # ---------------------------------------------------------------- loaders
+    def _loader(self, ids: list[str], train: bool) -> DataLoader:
+        if not ids:
+            raise BrainlitDataError("this split is empty: with data.n_folds 1 there is no test set.")
+        targets = self._y.loc[ids].to_numpy(np.float32) if self.targets else np.zeros((len(ids), 0), np.float32)
+        dataset = SubjectDataset(self.reader, ids, targets, self.n_timepoints, self.crop_len if train else None)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=train and len(ids) > self.batch_size,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        """Random crops of the training subjects."""
+        return self._loader(self.fold_subject_ids("train"), train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Whole runs of the validation subjects."""
+        return self._loader(self.fold_subject_ids("val"), train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Whole runs of the test fold."""
+        return self._loader(self.fold_subject_ids("test"), train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Whole runs of the test fold, or of every subject (``predict_split: all``)."""
+        splits = ("test",) if self.predict_split == "test" else ("train", "val", "test")
+        return self._loader([s for sp in splits for s in self.fold_subject_ids(sp)], train=False)

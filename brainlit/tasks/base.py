@@ -1,0 +1,65 @@
+"""Optimiser and schedule wiring shared by the brainlit tasks."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch import nn
+
+
+def decay_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    """Split trainable parameters into decayed weights and undecayed biases/norms/embeddings.
+
+    Args:
+        module: Module whose trainable parameters are grouped.
+        lr: Learning rate for both groups.
+        weight_decay: Decay applied to matrices (``ndim >= 2``) only.
+    """
+    decay, no_decay = [], []
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_matrix = param.ndim >= 2 and "embed" not in name
+        is_matrix = is_matrix and not getattr(param, "_no_weight_decay", False)
+        (decay if is_matrix else no_decay).append(param)
+    groups = [
+        {"params": decay, "lr": lr, "weight_decay": weight_decay},
+        {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_fraction: float) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to zero."""
+    warmup = max(1, int(warmup_fraction * total_steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class BrainTask(L.LightningModule):
+    """A LightningModule with AdamW and a per-step warm-up + cosine schedule.
+
+    Subclasses set ``self.lr``, ``self.weight_decay``, ``self.warmup_fraction`` and may
+    override :meth:`param_groups` (e.g. for a layer-wise learning rate).
+    """
+
+    lr: float
+    weight_decay: float
+    warmup_fraction: float
+
+    def param_groups(self) -> list[dict]:
+        """Parameter groups handed to the optimiser."""
+        return decay_groups(self, self.lr, self.weight_decay)
+
+    def configure_optimizers(self) -> dict:
+        """AdamW with a linear warm-up and cosine decay, stepped every batch."""
+        optimizer = torch.optim.AdamW(self.param_groups(), lr=self.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, total, self.warmup_fraction)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

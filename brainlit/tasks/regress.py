@@ -1,0 +1,241 @@
+"""RegressionTask: pretrained LMAE encoder -> RWMOE -> Mamba predictor regressing phenotypes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanAbsoluteError, Metric, PearsonCorrCoef
+from torchmetrics.aggregation import CatMetric
+
+from brainlit.models.predictor import BrainRegressor
+from brainlit.tasks.base import BrainTask, decay_groups
+from brainlit.tasks.figures import log_expert_maps, log_prediction_scatter
+from brainlit.tasks.specs import EncoderSpec, MoESpec, SSMSpec, as_spec, spec_dict
+
+log = logging.getLogger(__name__)
+
+LOSSES = {"l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss, "mse": F.mse_loss}
+
+
+class StageMetrics(nn.Module):
+    """MAE and Pearson r per target in original units, plus the pooled predictions for figures.
+
+    All are torchmetrics, so they are synced across DDP ranks when computed.
+    """
+
+    def __init__(self, target_names: list[str]) -> None:
+        super().__init__()
+        self.mae = nn.ModuleDict({t: MeanAbsoluteError() for t in target_names})
+        self.pearson = nn.ModuleDict({t: PearsonCorrCoef() for t in target_names})
+        self.pred, self.true, self.experts = CatMetric(), CatMetric(), CatMetric()
+
+    def update(self, pred: torch.Tensor, true: torch.Tensor, experts: torch.Tensor) -> None:
+        """Add a batch: pred/true ``[B, n_targets]`` in original units, experts ``[B, R, E]``."""
+        for i, name in enumerate(self.mae):
+            self.mae[name].update(pred[:, i], true[:, i])
+            self.pearson[name].update(pred[:, i], true[:, i])
+        self.pred.update(pred)
+        self.true.update(true)
+        self.experts.update(experts)
+        self._expert_shape = tuple(experts.shape[1:])
+
+    def pooled(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All predictions ``[N, n_targets]``, truths and expert weights ``[N, R, E]`` (synced).
+
+        CatMetric may flatten or squeeze what it concatenates, so shapes are restored here.
+        """
+        n_targets = len(self.mae)
+        experts = self.experts.compute()
+        n = experts.numel() // max(1, self._expert_shape[0] * self._expert_shape[1])
+        return (self.pred.compute().reshape(-1, n_targets), self.true.compute().reshape(-1, n_targets),
+                experts.reshape(n, *self._expert_shape))
+
+    def reset(self) -> None:
+        """Clear all accumulated state at the end of an epoch."""
+        for metric in self.modules():
+            if isinstance(metric, Metric):
+                metric.reset()
+
+
+def load_lmae_checkpoint(path: str) -> tuple[EncoderSpec, dict[str, torch.Tensor]]:
+    """Read the encoder spec and ``encoder.*`` weights from an LMAEPretrainer checkpoint."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"pretrained checkpoint {path!r} not found: run `python -m brainlit fit --config "
+            "configs/.../pretrain.yaml` first, or set `model.pretrained: null`."
+        )
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    spec = as_spec(ckpt["hyper_parameters"]["encoder"], EncoderSpec)
+    weights = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if ".encoder." in f".{k}"}
+    return spec, weights
+
+
+class RegressionTask(BrainTask):
+    """Fine-tunes encoder + RWMOE + SSM to regress z-scored targets; reports MAE and r in original units.
+
+    Evaluation (val/test/predict) slides windows of ``crop_len`` over the whole run with
+    ``eval_stride`` and averages the per-window predictions for each subject.
+
+    Args:
+        n_rois: Number of ROIs (linked from the datamodule).
+        target_names: Phenotypes regressed, one output each (linked from ``data.targets``).
+        crop_len: Window length in time points (linked from ``data.crop_len``).
+        encoder: Encoder architecture; replaced by the checkpoint's when ``pretrained`` is set.
+        moe: Random-walk mixture of experts.
+        ssm: Mamba predictor.
+        head_dropout: Dropout before the linear head.
+        pretrained: Path to an LMAEPretrainer checkpoint whose encoder is loaded, or null.
+        freeze_encoder: Keep the encoder weights fixed.
+        encoder_lr_scale: Encoder learning rate as a fraction of ``lr`` (layer-wise LR).
+        loss: Regression loss on z-scored targets.
+        aux_weight: Weight of the MoE load-balancing loss.
+        eval_stride: Step between evaluation windows; null means ``crop_len // 2``.
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay on weight matrices.
+        warmup_fraction: Fraction of all steps spent in linear warm-up.
+    """
+
+    def __init__(
+        self,
+        n_rois: int,
+        target_names: list[str],
+        crop_len: int = 128,
+        encoder: EncoderSpec = EncoderSpec(),
+        moe: MoESpec = MoESpec(),
+        ssm: SSMSpec = SSMSpec(),
+        head_dropout: float = 0.1,
+        pretrained: str | None = None,
+        freeze_encoder: bool = False,
+        encoder_lr_scale: float = 0.1,
+        loss: Literal["l1", "smooth_l1", "mse"] = "smooth_l1",
+        aux_weight: float = 0.01,
+        eval_stride: int | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        warmup_fraction: float = 0.05,
+    ) -> None:
+        super().__init__()
+        if not target_names:
+            raise ValueError("RegressionTask needs at least one target: set data.targets, e.g. [age].")
+        encoder, weights = as_spec(encoder, EncoderSpec), None
+        if pretrained:
+            encoder, weights = load_lmae_checkpoint(pretrained)
+            log.info("Encoder architecture and weights from %s: %s", pretrained, encoder)
+        moe, ssm = as_spec(moe, MoESpec), as_spec(ssm, SSMSpec)
+        self.save_hyperparameters(ignore=["encoder", "moe", "ssm"])
+        self.hparams.update(encoder=spec_dict(encoder), moe=spec_dict(moe), ssm=spec_dict(ssm))
+        self.lr, self.weight_decay, self.warmup_fraction = lr, weight_decay, warmup_fraction
+        self.model = BrainRegressor.from_specs(n_rois, len(target_names), encoder, moe, ssm, head_dropout)
+        if weights is not None:
+            self.model.load_pretrained_encoder(weights)
+        self.model.encoder.requires_grad_(not freeze_encoder)
+        self.register_buffer("target_mean", torch.zeros(len(target_names)))
+        self.register_buffer("target_std", torch.ones(len(target_names)))
+        self.val_metrics, self.test_metrics = StageMetrics(target_names), StageMetrics(target_names)
+
+    def setup(self, stage: str) -> None:
+        """Take the training fold's target statistics from the datamodule."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and getattr(datamodule, "target_mean", None) is not None:
+            self.target_mean.copy_(torch.as_tensor(datamodule.target_mean))
+            self.target_std.copy_(torch.as_tensor(datamodule.target_std))
+
+    def param_groups(self) -> list[dict]:
+        """Head/MoE/SSM at ``lr``; the encoder at ``lr * encoder_lr_scale``."""
+        encoder_lr = self.lr * self.hparams.encoder_lr_scale
+        groups = decay_groups(self.model.encoder, encoder_lr, self.weight_decay)
+        rest = nn.ModuleList(m for n, m in self.model.named_children() if n != "encoder")
+        return groups + decay_groups(rest, self.lr, self.weight_decay)
+
+    def to_original_units(self, y_z: torch.Tensor) -> torch.Tensor:
+        """Undo the training-fold z-scoring of targets."""
+        return y_z * self.target_std + self.target_mean
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """Loss on z-scored targets of a random crop, plus the MoE balance loss."""
+        pred, aux = self.model(batch["x"])  # pred: [B, n_targets]
+        task_loss = LOSSES[self.hparams.loss](pred.float(), batch["y"])
+        loss = task_loss + self.hparams.aux_weight * aux["balance_loss"]
+        size = batch["x"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/task_loss", task_loss, batch_size=size)
+        self.log("train/balance_loss", aux["balance_loss"], batch_size=size)
+        return loss
+
+    def predict_windows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Average predictions over sliding windows covering the run.
+
+        Args:
+            x: Full runs ``[B, R, T]``.
+
+        Returns:
+            z-scored predictions ``[B, n_targets]`` and mean expert weights ``[B, R, E]``.
+        """
+        windows = sliding_windows(x, self.hparams.crop_len, self.hparams.eval_stride)  # [B, W, R, L]
+        b, w = windows.shape[:2]
+        pred, aux = self.model(windows.flatten(0, 1))
+        experts = aux["roi_expert_weights"]
+        return pred.float().view(b, w, -1).mean(1), experts.float().view(b, w, *experts.shape[1:]).mean(1)
+
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        pred_z, experts = self.predict_windows(batch["x"])
+        loss = LOSSES[self.hparams.loss](pred_z, batch["y"])
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(pred_z), sync_dist=True)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(self.to_original_units(pred_z), self.to_original_units(batch["y"]), experts)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Window-averaged loss and metrics on held-out subjects."""
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        """Window-averaged loss and metrics on the test fold."""
+        self._eval_step(batch, "test")
+
+    def _log_epoch(self, stage: str) -> None:
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        for name in self.hparams.target_names:
+            self.log(f"{stage}/{name}/mae", metrics.mae[name].compute(), sync_dist=False)
+            self.log(f"{stage}/{name}/pearson", metrics.pearson[name].compute(), sync_dist=False)
+        pred, true, experts = metrics.pooled()
+        if not self.trainer.sanity_checking:
+            log_prediction_scatter(self, stage, pred, true)
+            if stage == "test":
+                log_expert_maps(self, experts.mean(0))
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """Log per-target MAE / r and the predicted-vs-true scatter."""
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log per-target MAE / r, the scatter and the expert brain maps."""
+        self._log_epoch("test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Subject ids with true and predicted targets in original units."""
+        pred_z, _ = self.predict_windows(batch["x"])
+        return {
+            "subject_id": list(batch["subject_id"]),
+            "pred": self.to_original_units(pred_z).cpu(),
+            "true": self.to_original_units(batch["y"]).cpu() if batch["y"].numel() else None,
+        }
+
+
+def sliding_windows(x: torch.Tensor, length: int, stride: int | None = None) -> torch.Tensor:
+    """Cut ``x: [B, R, T]`` into windows ``[B, W, R, length]`` that cover all of T.
+
+    The last window is aligned to the end of the run so no time point is left out.
+    """
+    total = x.shape[-1]
+    length = min(length, total)
+    stride = stride or max(1, length // 2)
+    starts = list(range(0, total - length + 1, stride))
+    if starts[-1] != total - length:
+        starts.append(total - length)
+    return torch.stack([x[..., s : s + length] for s in starts], dim=1)

@@ -1,0 +1,94 @@
+"""Grouped hyperparameters shared by the tasks (one YAML block each).
+
+Each dataclass maps one-to-one to a block of a task's config, e.g.::
+
+    model:
+      encoder: {patch_len: 8, d_model: 128, depth: 4}
+      moe: {n_experts: 8, top_k: 2}
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Patch-token transformer encoder, shared by LMAE pretraining and regression.
+
+    Args:
+        patch_len: Time points per token (8 x TR 1.97 s = 16 s, about one HRF).
+        d_model: Token embedding width.
+        depth: Transformer layers.
+        n_heads: Attention heads.
+        mlp_ratio: Hidden width of the transformer MLP relative to ``d_model``.
+        dropout: Dropout inside the transformer.
+        max_patches: Longest sequence of patches per ROI the position table covers.
+    """
+
+    patch_len: int = 8
+    d_model: int = 128
+    depth: int = 4
+    n_heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    max_patches: int = 128
+
+
+@dataclass(frozen=True)
+class MoESpec:
+    """Random-walk mixture of experts (RWMOE).
+
+    Args:
+        n_experts: Number of expert MLPs.
+        top_k: Experts each token is routed to.
+        walk_steps: Random-walk steps S over the FC graph.
+        graph_topk: Neighbours kept per ROI when sparsifying the FC graph.
+        walk_weights: ``learnable`` step weights or the ``restart`` (personalised PageRank) form.
+        restart_prob: Restart probability for ``walk_weights: restart``.
+        expert_hidden: Hidden width of each expert MLP.
+        gating: Route spatial (ROI) tokens, temporal (patch) tokens, or ``both``.
+        dropout: Dropout inside the experts.
+    """
+
+    n_experts: int = 8
+    top_k: int = 2
+    walk_steps: int = 3
+    graph_topk: int = 10
+    walk_weights: Literal["learnable", "restart"] = "learnable"
+    restart_prob: float = 0.3
+    expert_hidden: int = 256
+    gating: Literal["spatial", "temporal", "both"] = "both"
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class SSMSpec:
+    """Mamba state-space predictor.
+
+    Args:
+        layers: Number of Mamba blocks.
+        d_state: SSM state size N.
+        d_conv: Width of the causal depthwise convolution.
+        expand: Inner width as a multiple of ``d_model``.
+        backend: ``auto`` uses mamba-ssm CUDA kernels when importable and on GPU, else pure PyTorch.
+        sequence: ``patch`` pools ROIs and scans over patches; ``roi_major`` scans all ROI tokens.
+    """
+
+    layers: int = 2
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    backend: Literal["auto", "cuda", "torch"] = "auto"
+    sequence: Literal["patch", "roi_major"] = "patch"
+
+
+def as_spec(value: Any, cls: type) -> Any:
+    """Accept a spec instance or its dict form (as restored from a checkpoint)."""
+    return value if isinstance(value, cls) else cls(**dict(value))
+
+
+def spec_dict(spec: Any) -> dict[str, Any]:
+    """Plain-dict form of a spec, safe to store in checkpoint hyperparameters."""
+    return asdict(spec)

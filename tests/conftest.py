@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny cohorts written by the same simulator the demo uses."""
+
+from pathlib import Path
+
+import pytest
+
+from brainlit.data.camcan_tree import write_camcan_tree
+from brainlit.data.simulate import simulate_cohort
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_bids(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 20-subject BIDS cohort: 16 regions, 80 volumes at TR 2 s, labels atlas at root."""
+    root = tmp_path_factory.mktemp("bids")
+    simulate_cohort(root, n_subjects=20, n_rois=16, n_volumes=80, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_camcan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Cam-CAN-shaped tree of 16 subjects (110 volumes at TR 1.97 s), the last one's BOLD file corrupt."""
+    root = tmp_path_factory.mktemp("camcan")
+    write_camcan_tree(root, n_subjects=16, n_rois=16, n_volumes=110, seed=2, corrupt_subjects=1)
+    return root

@@ -1,0 +1,97 @@
+"""The command line as a user drives it: configs, linking, DDP, precision, TensorBoard."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from brainlit.cli import BrainlitCLI, main
+from tests.conftest import REPO
+
+CONFIGS = REPO / "configs" / "camcan"
+
+
+def data_args(root: Path, cache: Path) -> list[str]:
+    """Point a Cam-CAN config at a tiny cohort (its TR is 2 s, not 1.97 s)."""
+    return [
+        "--data.root", str(root), "--data.atlas", str(root / "atlas.nii.gz"),
+        "--data.cache_path", str(cache), "--data.t_r", "null", "--data.num_workers", "0",
+        "--data.crop_len", "32", "--data.batch_size", "4", "--data.n_folds", "4",
+        "--data.min_timepoints", "50",
+    ]
+
+
+def small_model(config: str) -> list[str]:
+    args = ["--model.init_args.encoder", '{"d_model": 16, "depth": 1, "n_heads": 2}']
+    if "finetune" in config:
+        args += ["--model.init_args.moe", '{"n_experts": 4, "expert_hidden": 16, "graph_topk": 4}']
+        args += ["--model.init_args.ssm", '{"layers": 1, "d_state": 4}']
+    return args
+
+
+def run_cli(config: str, root: Path, tmp: Path, *extra: str, subcommand: str = "fit") -> BrainlitCLI:
+    args = [subcommand, "--config", str(CONFIGS / config), *data_args(root, tmp / "cache.h5")]
+    args += small_model(config)
+    args += ["--trainer.logger.init_args.save_dir", str(tmp / "runs"), *extra]
+    return BrainlitCLI(args=args)
+
+
+def test_print_config_shows_the_resolved_configuration(tiny_bids, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIGS / "finetune_age.yaml"), "--data.root", str(tiny_bids),
+              "--print_config"])
+    printed = capsys.readouterr().out
+    assert "class_path: brainlit.tasks.RegressionTask" in printed
+    assert "targets:\n  - age" in printed
+    assert "target_names" not in printed  # linked from data.targets, never typed twice
+    assert "walk_steps: 3" in printed
+
+
+@pytest.mark.parametrize("config", ["pretrain.yaml", "finetune_age.yaml", "finetune_fluid.yaml"])
+def test_every_config_runs_fast_dev_run(config, tiny_bids, tmp_path):
+    cli = run_cli(config, tiny_bids, tmp_path, "--trainer.fast_dev_run", "true")
+    assert cli.model.hparams.n_rois == 16  # linked from the cache, never typed
+    assert cli.trainer.state.finished
+
+
+def test_pretrain_then_finetune_in_bf16_logs_every_scalar(tiny_bids, tmp_path):
+    short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
+    pre = run_cli("pretrain.yaml", tiny_bids, tmp_path, *short, "--trainer.precision", "bf16-mixed")
+    ckpt = pre.trainer.checkpoint_callback.last_model_path
+    assert Path(ckpt).is_file()
+    cli = run_cli("finetune_age.yaml", tiny_bids, tmp_path, *short, "--trainer.precision", "bf16-mixed",
+                  "--model.init_args.pretrained", ckpt, "--trainer.log_every_n_steps", "1")
+    pretrained = pre.model.model.encoder.state_dict()
+    # the encoder started from the pretrained weights (then took one epoch of small steps)
+    assert cli.model.model.encoder.state_dict().keys() == pretrained.keys()
+    events = EventAccumulator(cli.trainer.log_dir)
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ["train/loss", "val/loss", "val/age/mae", "val/age/pearson"]:
+        assert tag in tags
+    assert any(t.startswith("lr-") for t in tags)
+    assert "val/age/scatter" in events.Tags()["images"]
+
+
+def _validate_metrics(root: Path, tmp: Path, devices: int) -> pd.Series:
+    cmd = [sys.executable, "-m", "brainlit", "validate", "--config", str(CONFIGS / "finetune_age.yaml"),
+           *data_args(root, tmp / "cache.h5"), *small_model("finetune"),
+           "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),
+           "--trainer.strategy", "ddp" if devices > 1 else "auto", "--trainer.precision", "32-true",
+           "--data.val_fraction", "0.4",  # 6 validation subjects: 3 per rank, none repeated
+           "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+           "--trainer.logger.save_dir", str(tmp / f"csv{devices}")]
+    subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, timeout=300)
+    metrics = next((tmp / f"csv{devices}").rglob("metrics.csv"))
+    return pd.read_csv(metrics).iloc[-1]
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(tiny_bids, tmp_path):
+    single = _validate_metrics(tiny_bids, tmp_path, devices=1)
+    ddp = _validate_metrics(tiny_bids, tmp_path, devices=2)
+    assert ddp["val/age/mae"] == pytest.approx(single["val/age/mae"], rel=1e-4)
+    assert ddp["val/age/pearson"] == pytest.approx(single["val/age/pearson"], abs=1e-4)
+    assert ddp["val/loss"] == pytest.approx(single["val/loss"], rel=1e-4)
