@@ -35,7 +35,8 @@ def small_model(config: str) -> list[str]:
 def run_cli(config: str, root: Path, tmp: Path, *extra: str, subcommand: str = "fit") -> BrainlitCLI:
     args = [subcommand, "--config", str(CONFIGS / config), *data_args(root, tmp / "cache.h5")]
     args += small_model(config)
-    args += ["--trainer.logger.init_args.save_dir", str(tmp / "runs"), *extra]
+    args += ["--trainer.logger.init_args.save_dir", str(tmp / "runs"), "--trainer.default_root_dir", str(tmp)]
+    args += extra
     return BrainlitCLI(args=args)
 
 

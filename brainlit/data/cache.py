@@ -125,6 +125,8 @@ def _write(h5: h5py.File, record: SubjectRecord, series: np.ndarray, t_r: float)
     group.create_dataset("timeseries", data=series, dtype="float32")
     group.attrs.update(t_r=t_r, source=str(record.source), source_fingerprint=source_fingerprint(record))
     group.attrs["complete"] = True
+    if record.subject_id in h5["subjects"]:  # an outdated entry: replaced only once the new one is whole
+        del h5["subjects"][record.subject_id]
     h5.move(tmp, f"subjects/{record.subject_id}")
     h5.flush()
 

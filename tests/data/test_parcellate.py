@@ -1,0 +1,67 @@
+"""Parcellation values and the bad inputs that must never reach the cache."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brainlit.data.parcellate import Parcellator
+from brainlit.data.sources import SubjectRecord
+from brainlit.errors import BrainlitDataError
+from tests.data.conftest import AFFINE, labels_atlas, write_bold
+
+
+def record(path, sid="sub-01"):
+    return SubjectRecord(sid, bold_path=path)
+
+
+def test_roi_series_is_the_mean_of_its_voxels(bids):
+    data = write_bold(bids / "sub-01/func/sub-01_task-rest_bold.nii.gz", seed=1)
+    raw = Parcellator(str(bids / "atlas.nii.gz"), detrend=False, standardize=False, min_timepoints=10)
+    series, t_r = raw.transform(record(bids / "sub-01/func/sub-01_task-rest_bold.nii.gz"))
+    labels = labels_atlas()
+    expected = np.stack([data[labels == r].mean(axis=0) for r in range(1, 7)])
+    assert t_r == pytest.approx(2.0)
+    assert series.dtype == np.float32 and series.shape == (6, 60)
+    np.testing.assert_allclose(series, expected, rtol=1e-4)
+
+    zscored = Parcellator(str(bids / "atlas.nii.gz"), detrend=False, standardize=True, min_timepoints=10)
+    series_z, _ = zscored.transform(record(bids / "sub-01/func/sub-01_task-rest_bold.nii.gz"))
+    manual = (expected - expected.mean(1, keepdims=True)) / expected.std(1, ddof=1, keepdims=True)
+    np.testing.assert_allclose(series_z, manual, atol=1e-4)
+
+
+def test_coordinate_atlas_defaults_to_bundled_power264():
+    parcellator = Parcellator()
+    assert parcellator.atlas_kind == "coords"
+    assert parcellator.coordinates().shape == (264, 3)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(b"not a nifti at all"), "cannot read NIfTI"),
+        (lambda p: nib.save(nib.Nifti1Image(np.ones((12, 12, 10), np.float32), AFFINE), p), "3-D"),
+        (lambda p: write_bold(p, data=np.full((12, 12, 10, 60), np.nan)), "NaN/Inf"),
+        (lambda p: write_bold(p, n_volumes=20), "run too short: 20 volumes"),
+        (lambda p: write_bold(p, t_r=3.0), "TR 3.000 s differs from the cohort's 2.000 s"),
+    ],
+    ids=["corrupt", "3d", "nan", "short", "tr"],
+)
+def test_bad_runs_name_subject_file_and_what_to_do(tmp_path, bids, make, message):
+    path = tmp_path / "sub-bad_task-rest_bold.nii.gz"
+    make(path)
+    parcellator = Parcellator(str(bids / "atlas.nii.gz"), t_r=2.0, min_timepoints=50)
+    with pytest.raises(BrainlitDataError) as error:
+        parcellator.transform(record(path, "sub-bad"))
+    text = str(error.value)
+    assert message in text and "sub-bad" in text and str(path) in text
+    assert "; " in text  # followed by what to do
+
+
+def test_fingerprint_changes_with_atlas_bytes_and_parameters(bids, tmp_path):
+    atlas = bids / "atlas.nii.gz"
+    base = Parcellator(str(atlas)).fingerprint()
+    assert Parcellator(str(atlas)).fingerprint() == base
+    assert Parcellator(str(atlas), low_pass=0.1).fingerprint() != base
+    nib.save(nib.Nifti1Image(labels_atlas(3), AFFINE), atlas)
+    assert Parcellator(str(atlas)).fingerprint() != base
