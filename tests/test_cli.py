@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -96,3 +97,18 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tiny_bids, tmp_path):
     assert ddp["val/age/mae"] == pytest.approx(single["val/age/mae"], rel=1e-4)
     assert ddp["val/age/pearson"] == pytest.approx(single["val/age/pearson"], abs=1e-4)
     assert ddp["val/loss"] == pytest.approx(single["val/loss"], rel=1e-4)
+
+
+def test_predict_writes_predictions_with_the_brain_age_gap(tiny_bids, tmp_path):
+    short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
+    fit = run_cli("finetune_age.yaml", tiny_bids, tmp_path, *short)
+    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    run_cli("finetune_age.yaml", tiny_bids, tmp_path, "--ckpt_path", ckpt, subcommand="predict")
+    [path] = (tmp_path / "runs").rglob("predictions.csv")
+    table = pd.read_csv(path)
+    assert len(table) == 20 and table["subject_id"].is_unique
+    assert {"split", "age_true", "age_pred", "brain_age_gap", "brain_age_gap_corrected"} <= set(table)
+    assert (table["brain_age_gap"] == table["age_pred"] - table["age_true"]).all()
+    train = table[table["split"] == "train"]
+    slope = np.polyfit(train["age_true"], train["brain_age_gap_corrected"], 1)[0]
+    assert abs(slope) < 1e-6  # the bias correction removes the age trend on the training fold

@@ -62,6 +62,7 @@ class BrainRegressor(nn.Module):
         expert_hidden: Hidden width of each expert.
         gating: ``spatial``, ``temporal`` or ``both`` gate logits.
         moe_dropout: Dropout inside the experts.
+        walk_encoding: Add each ROI's embedded multi-step transition rows to its tokens (RWMOE).
         ssm_layers: Number of Mamba blocks.
         d_state: SSM state size.
         d_conv: Width of the Mamba causal convolution.
@@ -91,6 +92,7 @@ class BrainRegressor(nn.Module):
         expert_hidden: int = 256,
         gating: Literal["spatial", "temporal", "both"] = "both",
         moe_dropout: float = 0.0,
+        walk_encoding: bool = True,
         ssm_layers: int = 2,
         d_state: int = 16,
         d_conv: int = 4,
@@ -108,7 +110,7 @@ class BrainRegressor(nn.Module):
         )
         self.moe = RandomWalkMoE(
             d_model, n_experts, top_k, walk_steps, graph_topk, walk_weights, restart_prob,
-            expert_hidden, gating, moe_dropout,
+            expert_hidden, gating, moe_dropout, n_rois, walk_encoding,
         )  # fmt: skip
         self.ssm = nn.ModuleList(
             MambaBlock(d_model, d_state, d_conv, expand, ssm_backend) for _ in range(ssm_layers)

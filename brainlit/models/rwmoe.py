@@ -56,6 +56,18 @@ def fc_transition_matrix(x: torch.Tensor, topk: int) -> torch.Tensor:
         return graph / graph.sum(-1, keepdim=True)
 
 
+def walk_encoding(transition: torch.Tensor, steps: int) -> torch.Tensor:
+    """Rows of ``P, P^2, ..., P^steps`` side by side: ``[B, R, steps * R]``.
+
+    Row r of ``P^s`` is the probability that an s-step walk from ROI r ends at each ROI.
+    """
+    powers, current = [], transition
+    for _ in range(steps):
+        powers.append(current)
+        current = current @ transition
+    return torch.cat(powers, dim=-1)
+
+
 def random_walk(h: torch.Tensor, transition: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Multi-step propagation ``sum_s weights[s] * P^s h`` over the ROI axis.
 
@@ -167,6 +179,14 @@ class RandomWalkMoE(nn.Module):
     feature) and ``temporal = W_t mean_r walked[r, t]`` (the patch pooled over ROIs);
     ``spatial`` alone routes all tokens of a ROI alike, ``temporal`` alone all ROIs of a patch
     alike. Experts read ``walked``; the output is ``LayerNorm(h + dropout(experts))``.
+
+    Random-walk encoding (``n_rois`` given, ``walk_encoding=True``): before gating, each ROI's
+    tokens get ``W [P_r, (P^2)_r, ..., (P^S)_r]``, a linear embedding of its multi-step
+    transition probabilities to every ROI. The walk above only *mixes* features along the
+    graph; the encoding hands the graph itself (direct and indirect FC) to the gate and the
+    experts, in the spirit of random-walk structural encodings of graph transformers. The
+    paper does not say how FC enters the features; this is our choice, and it is what lets a
+    small cohort learn FC-borne effects such as ageing (ablate with ``walk_encoding: false``).
     Step weights: ``learnable`` = softmax of learnable logits (uniform at init); ``restart`` =
     ``c (1 - c)^s`` normalised over ``s = 0..S`` (personalised PageRank truncated at S steps).
 
@@ -181,6 +201,8 @@ class RandomWalkMoE(nn.Module):
         expert_hidden: Hidden width of each expert MLP.
         gating: Route by ``spatial`` (ROI) logits, ``temporal`` (patch) logits, or ``both`` summed.
         dropout: Dropout inside the experts and on their output.
+        n_rois: Number of ROIs R; needed for the random-walk encoding.
+        walk_encoding: Add the embedded multi-step transition rows to each ROI's tokens.
     """
 
     def __init__(
@@ -195,6 +217,8 @@ class RandomWalkMoE(nn.Module):
         expert_hidden: int = 256,
         gating: Literal["spatial", "temporal", "both"] = "both",
         dropout: float = 0.0,
+        n_rois: int | None = None,
+        walk_encoding: bool = True,
     ) -> None:
         super().__init__()
         if not 1 <= top_k <= n_experts or gating not in ("spatial", "temporal", "both"):
@@ -204,11 +228,14 @@ class RandomWalkMoE(nn.Module):
         if walk_weights not in ("learnable", "restart"):
             raise ValueError(f"walk_weights must be learnable or restart, got {walk_weights!r}.")
         self.top_k, self.graph_topk, self.walk_weights = top_k, graph_topk, walk_weights
+        self.walk_steps = walk_steps
         if walk_weights == "learnable":
             self.walk_logits = nn.Parameter(torch.zeros(walk_steps + 1))
         else:
             restart = restart_prob * (1 - restart_prob) ** torch.arange(walk_steps + 1.0)
             self.register_buffer("restart_weights", restart / restart.sum())
+        use_encoding = walk_encoding and n_rois is not None and walk_steps > 0
+        self.walk_embed = nn.Linear(walk_steps * n_rois, d_model) if use_encoding else None
         self.spatial_gate = nn.Linear(d_model, n_experts) if gating != "temporal" else None
         self.temporal_gate = nn.Linear(d_model, n_experts) if gating != "spatial" else None
         self.experts = ExpertMLPs(n_experts, d_model, expert_hidden, dropout)
@@ -245,6 +272,8 @@ class RandomWalkMoE(nn.Module):
         """
         transition = fc_transition_matrix(x, self.graph_topk)  # [B, R, R]
         walked = random_walk(h, transition, self.walk_coefficients())  # [B, R, P, D]
+        if self.walk_embed is not None:
+            walked = walked + self.walk_embed(walk_encoding(transition, self.walk_steps))[:, :, None]
         gates, probs, experts = route(self.gate_logits(walked), self.top_k)  # [B, R, P, E|k]
         mixed = self.experts(
             walked.flatten(0, 2), experts.flatten(0, 2), gates.gather(-1, experts).flatten(0, 2)

@@ -50,6 +50,7 @@ class MoESpec:
         expert_hidden: Hidden width of each expert MLP.
         gating: Route spatial (ROI) tokens, temporal (patch) tokens, or ``both``.
         dropout: Dropout inside the experts.
+        walk_encoding: Add each ROI's embedded multi-step transition probabilities to its tokens.
     """
 
     n_experts: int = 8
@@ -61,6 +62,7 @@ class MoESpec:
     expert_hidden: int = 256
     gating: Literal["spatial", "temporal", "both"] = "both"
     dropout: float = 0.0
+    walk_encoding: bool = True
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from brainlit.models.rwmoe import (
     knn_sparsify,
     random_walk,
     route,
+    walk_encoding,
 )
 
 
@@ -153,3 +154,22 @@ def test_gathered_expert_dispatch_equals_dense_mixture():
     torch.testing.assert_close(
         experts(tokens, chosen, gates.gather(-1, chosen)), expected, atol=1e-5, rtol=1e-5
     )
+
+
+def test_walk_encoding_stacks_the_rows_of_the_transition_powers():
+    transition = fc_transition_matrix(torch.randn(2, 5, 40), topk=2)
+    encoding = walk_encoding(transition, steps=3)
+    assert encoding.shape == (2, 5, 15)
+    torch.testing.assert_close(encoding[..., 5:10], transition @ transition)
+    torch.testing.assert_close(encoding[..., 10:].sum(-1), torch.ones(2, 5))  # rows of P^3 sum to 1
+
+
+def test_walk_encoding_lets_the_graph_change_tokens_that_are_identical():
+    torch.manual_seed(0)
+    moe = RandomWalkMoE(d_model=8, n_experts=2, top_k=1, n_rois=5, walk_steps=2)
+    h = torch.ones(1, 5, 3, 8)  # the same token everywhere: only the FC graph differs
+    out_a, _ = moe(h, torch.randn(1, 5, 40))
+    out_b, _ = moe(h, torch.randn(1, 5, 40))
+    assert not torch.allclose(out_a, out_b)
+    plain = RandomWalkMoE(d_model=8, n_experts=2, top_k=1, n_rois=5, walk_steps=2, walk_encoding=False)
+    torch.testing.assert_close(plain(h, torch.randn(1, 5, 40))[0], plain(h, torch.randn(1, 5, 40))[0])
