@@ -112,3 +112,13 @@ def test_predict_writes_predictions_with_the_brain_age_gap(tiny_bids, tmp_path):
     train = table[table["split"] == "train"]
     slope = np.polyfit(train["age_true"], train["brain_age_gap_corrected"], 1)[0]
     assert abs(slope) < 1e-6  # the bias correction removes the age trend on the training fold
+
+
+def test_cache_command_builds_the_cache_and_prints_a_summary(tiny_camcan, tmp_path, capsys):
+    cache = tmp_path / "cache.h5"
+    main(["cache", "--config", str(CONFIGS / "pretrain.yaml"), "--data.root", str(tiny_camcan),
+          "--data.atlas", str(tiny_camcan / "atlas.nii.gz"), "--data.cache_path", str(cache)])
+    printed = capsys.readouterr().out
+    assert "15 subjects (15 built, 0 reused), 1 skipped" in printed
+    assert "sub-CC110016" in printed and "cannot read NIfTI" in printed
+    assert cache.is_file()
