@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -169,6 +170,8 @@ def _yaml(path: Path) -> dict:
 
 def experiment_main(argv: list[str]) -> None:
     """Parse ``python -m brainlit experiment`` arguments and run it."""
+    # each step hands LightningCLI its own argument list; the process's argv is not for it
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     parser = ArgumentParser(prog="python -m brainlit experiment", description=__doc__)
     parser.add_class_arguments(Experiment)
     Experiment(**parser.parse_args(argv).as_dict()).run()
