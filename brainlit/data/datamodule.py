@@ -180,7 +180,11 @@ class FMRIDataModule(L.LightningDataModule):
         complete = table[self.targets].notna().all(axis=1)
         dropped = [s for s, ok in complete.items() if not ok]
         if dropped:
-            log.warning("Dropping %d subject(s) without %s: %s", len(dropped), self.targets, ", ".join(dropped))
+            message = (f"{len(dropped)} subject(s) with imaging but no {self.targets} in the phenotype "
+                       f"tables of {self.phenotypes_path or self.root}: {', '.join(dropped)}")
+            if self.on_error == "raise":
+                raise BrainlitDataError(f"{message}; add their values or set data.on_error: skip.")
+            log.warning("Dropping %s", message)
         kept = [s for s in ids if complete[s]]
         if len(kept) < 3:
             raise BrainlitDataError(f"only {len(kept)} subjects with imaging and {self.targets} in {self.cache_path}.")
