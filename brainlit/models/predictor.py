@@ -35,6 +35,28 @@ def encoder_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return weights
 
 
+class RoiProjection(nn.Module):
+    """Pool the R tokens of each patch by a learned projection that keeps ROI identity.
+
+    ``[B, R, P, D]`` -> narrow each token to ``roi_dim`` (weights shared by the ROIs) ->
+    concatenate the ROIs of a patch ``[B, P, R * roi_dim]`` -> linear to ``[B, P, D]``.
+
+    Args:
+        n_rois: Number of ROIs R.
+        d_model: Token width D.
+        roi_dim: Channels each ROI keeps.
+    """
+
+    def __init__(self, n_rois: int, d_model: int, roi_dim: int = 8) -> None:
+        super().__init__()
+        self.narrow = nn.Linear(d_model, roi_dim)
+        self.project = nn.Linear(n_rois * roi_dim, d_model)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, R, P, D]`` -> ``[B, P, D]``."""
+        return self.project(self.narrow(tokens).transpose(1, 2).flatten(2))
+
+
 class BrainRegressor(nn.Module):
     """Regress phenotypes from ROI time series: PatchEncoder -> RandomWalkMoE -> Mamba -> head.
 
@@ -63,12 +85,20 @@ class BrainRegressor(nn.Module):
         gating: ``spatial``, ``temporal`` or ``both`` gate logits.
         moe_dropout: Dropout inside the experts.
         walk_encoding: Add each ROI's embedded multi-step transition rows to its tokens (RWMOE).
+        fc_rows: Add each ROI's embedded signed correlation row to its tokens (RWMOE).
         ssm_layers: Number of Mamba blocks.
         d_state: SSM state size.
         d_conv: Width of the Mamba causal convolution.
         expand: Mamba inner width as a multiple of ``d_model``.
         ssm_backend: ``auto``, ``cuda`` (mamba-ssm kernels) or ``torch``.
         sequence: ``patch`` (pool ROIs, scan patches) or ``roi_major`` (scan all tokens).
+        roi_pool: For ``patch``: ``linear`` narrows every token to ``roi_dim`` channels (shared
+            weights), concatenates a patch's R narrowed tokens and projects ``[R * roi_dim]`` to
+            ``D``, so which ROI carried what survives; ``mean`` averages the ROI tokens (ROI
+            identity is lost, and an effect that lives in *which* ROI pairs couple, such as
+            ageing's within- vs between-network shift, is hard to read out).
+        roi_dim: Channels per ROI in the ``linear`` pool. The narrowing keeps the projection at
+            ``R * roi_dim * D`` weights instead of ``R * D^2`` (4.3 M for 264 ROIs at D = 128).
         head_dropout: Dropout before the linear head.
     """
 
@@ -93,25 +123,33 @@ class BrainRegressor(nn.Module):
         gating: Literal["spatial", "temporal", "both"] = "both",
         moe_dropout: float = 0.0,
         walk_encoding: bool = True,
+        fc_rows: bool = True,
         ssm_layers: int = 2,
         d_state: int = 16,
         d_conv: int = 4,
         expand: int = 2,
         ssm_backend: Literal["auto", "cuda", "torch"] = "auto",
         sequence: Literal["patch", "roi_major"] = "patch",
+        roi_pool: Literal["linear", "mean"] = "linear",
+        roi_dim: int = 8,
         head_dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        if sequence not in ("patch", "roi_major"):
-            raise ValueError(f"sequence must be 'patch' or 'roi_major', got {sequence!r}.")
+        if sequence not in ("patch", "roi_major") or roi_pool not in ("linear", "mean"):
+            raise ValueError(
+                f"need sequence in {{patch, roi_major}} and roi_pool in {{linear, mean}}, "
+                f"got {sequence!r}, {roi_pool!r}."
+            )
         self.sequence = sequence
         self.encoder = PatchEncoder(
             n_rois, patch_len, d_model, depth, n_heads, mlp_ratio, dropout, max_patches
         )
         self.moe = RandomWalkMoE(
             d_model, n_experts, top_k, walk_steps, graph_topk, walk_weights, restart_prob,
-            expert_hidden, gating, moe_dropout, n_rois, walk_encoding,
+            expert_hidden, gating, moe_dropout, n_rois, walk_encoding, fc_rows,
         )  # fmt: skip
+        linear_pool = sequence == "patch" and roi_pool == "linear"
+        self.roi_pool = RoiProjection(n_rois, d_model, roi_dim) if linear_pool else None
         self.ssm = nn.ModuleList(
             MambaBlock(d_model, d_state, d_conv, expand, ssm_backend) for _ in range(ssm_layers)
         )
@@ -155,11 +193,19 @@ class BrainRegressor(nn.Module):
             ``roi_expert_weights`` ``[B, R, E]``.
         """
         tokens, aux = self.moe(self.encoder(x), x)  # [B, R, P, D]
-        sequence = tokens.mean(1) if self.sequence == "patch" else tokens.flatten(1, 2)  # [B, L, D]
+        sequence = self.to_sequence(tokens)  # [B, L, D]
         for block in self.ssm:
             sequence = block(sequence)
         pooled = self.norm(sequence.mean(1))  # [B, D]
         return self.head(self.head_dropout(pooled)), aux
+
+    def to_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The SSM's input ``[B, L, D]`` from tokens ``[B, R, P, D]`` (see ``sequence``, ``roi_pool``)."""
+        if self.sequence == "roi_major":
+            return tokens.flatten(1, 2)
+        if self.roi_pool is None:
+            return tokens.mean(1)
+        return self.roi_pool(tokens)
 
     def load_pretrained_encoder(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load LMAE encoder weights: keys ``encoder.*`` under any prefix (e.g. ``model.encoder.*``).
@@ -192,10 +238,10 @@ class BrainRegressor(nn.Module):
         self.encoder.load_state_dict(weights)
         log.info("Loaded %d pretrained encoder tensors.", len(weights))
 
-    def encoder_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the (pretrainable) encoder, for a separate learning rate."""
-        return self.encoder.parameters()
+    def encoder_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` of the (pretrainable) encoder, for a separate learning rate."""
+        return ((n, p) for n, p in self.named_parameters() if n.startswith("encoder."))
 
-    def head_parameters(self) -> Iterator[nn.Parameter]:
-        """All other parameters: random-walk MoE, Mamba blocks, final norm and head."""
-        return (p for name, p in self.named_parameters() if not name.startswith("encoder."))
+    def head_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` of the rest: random-walk MoE, ROI pooling, Mamba, norm and head."""
+        return ((n, p) for n, p in self.named_parameters() if not n.startswith("encoder."))

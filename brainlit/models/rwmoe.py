@@ -15,15 +15,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def abs_correlation(x: torch.Tensor) -> torch.Tensor:
-    """|Pearson correlation| ``[B, R, R]`` between the ROI series of ``x: [B, R, T]`` (float32).
+def correlation(x: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation ``[B, R, R]`` between the ROI series of ``x: [B, R, T]``.
 
-    A constant ROI correlates 0 with everything.
+    Computed in float32 even under autocast; a constant ROI correlates 0 with everything.
     """
-    x = x.float()
-    centred = x - x.mean(-1, keepdim=True)
-    unit = centred / centred.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-    return (unit @ unit.transpose(1, 2)).abs()
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        centred = x.float() - x.float().mean(-1, keepdim=True)
+        unit = centred / centred.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        return unit @ unit.transpose(1, 2)
 
 
 def knn_sparsify(adjacency: torch.Tensor, topk: int) -> torch.Tensor:
@@ -47,7 +47,7 @@ def fc_transition_matrix(x: torch.Tensor, topk: int) -> torch.Tensor:
         topk: Neighbours kept per ROI.
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
-        adjacency = abs_correlation(x)
+        adjacency = correlation(x).abs()
         adjacency.diagonal(dim1=-2, dim2=-1).zero_()
         knn = knn_sparsify(adjacency, min(topk, x.shape[1] - 1))
         graph = torch.maximum(knn, knn.transpose(1, 2))
@@ -178,15 +178,20 @@ class RandomWalkMoE(nn.Module):
     ``gating='both'``, where ``spatial = W_s mean_t walked[r, t]`` (the ROI's walk-propagated
     feature) and ``temporal = W_t mean_r walked[r, t]`` (the patch pooled over ROIs);
     ``spatial`` alone routes all tokens of a ROI alike, ``temporal`` alone all ROIs of a patch
-    alike. Experts read ``walked``; the output is ``LayerNorm(h + dropout(experts))``.
+    alike. The walked tokens (with the graph encoding below) replace ``h``, as in
+    ``h <- sum_s a_s P^s h``: the output is ``LayerNorm(walked + dropout(experts(walked)))``,
+    so what the graph says reaches the read-out directly and not only through the experts.
 
-    Random-walk encoding (``n_rois`` given, ``walk_encoding=True``): before gating, each ROI's
-    tokens get ``W [P_r, (P^2)_r, ..., (P^S)_r]``, a linear embedding of its multi-step
-    transition probabilities to every ROI. The walk above only *mixes* features along the
-    graph; the encoding hands the graph itself (direct and indirect FC) to the gate and the
-    experts, in the spirit of random-walk structural encodings of graph transformers. The
-    paper does not say how FC enters the features; this is our choice, and it is what lets a
-    small cohort learn FC-borne effects such as ageing (ablate with ``walk_encoding: false``).
+    Graph encoding (``n_rois`` given): before gating, each ROI's tokens get ``W [C_r, P_r,
+    (P^2)_r, ..., (P^S)_r]``, a linear embedding of its signed correlation row ``C_r``
+    (``fc_rows``) and of its multi-step transition probabilities to every ROI
+    (``walk_encoding``). The walk above only *mixes* features along the graph; the encoding
+    hands the graph itself (direct and indirect FC) to the gate and the experts, in the spirit
+    of random-walk structural encodings of graph transformers. ``P`` is row-normalised, so it
+    keeps *which* ROIs a region couples to but not *how strongly*; ``C_r`` keeps the strength
+    and sign, which is where effects such as ageing (network dedifferentiation, noisier
+    coupling) show. The paper does not say how FC enters the features: this is our choice
+    (README, "Design choices", has the ablation); switch either part off with its flag.
     Step weights: ``learnable`` = softmax of learnable logits (uniform at init); ``restart`` =
     ``c (1 - c)^s`` normalised over ``s = 0..S`` (personalised PageRank truncated at S steps).
 
@@ -203,6 +208,7 @@ class RandomWalkMoE(nn.Module):
         dropout: Dropout inside the experts and on their output.
         n_rois: Number of ROIs R; needed for the random-walk encoding.
         walk_encoding: Add the embedded multi-step transition rows to each ROI's tokens.
+        fc_rows: Add the embedded signed correlation row to each ROI's tokens.
     """
 
     def __init__(
@@ -219,6 +225,7 @@ class RandomWalkMoE(nn.Module):
         dropout: float = 0.0,
         n_rois: int | None = None,
         walk_encoding: bool = True,
+        fc_rows: bool = True,
     ) -> None:
         super().__init__()
         if not 1 <= top_k <= n_experts or gating not in ("spatial", "temporal", "both"):
@@ -234,8 +241,9 @@ class RandomWalkMoE(nn.Module):
         else:
             restart = restart_prob * (1 - restart_prob) ** torch.arange(walk_steps + 1.0)
             self.register_buffer("restart_weights", restart / restart.sum())
-        use_encoding = walk_encoding and n_rois is not None and walk_steps > 0
-        self.walk_embed = nn.Linear(walk_steps * n_rois, d_model) if use_encoding else None
+        self.walk_encoding, self.fc_rows = walk_encoding and walk_steps > 0, fc_rows
+        rows = walk_steps * self.walk_encoding + self.fc_rows
+        self.graph_embed = nn.Linear(rows * n_rois, d_model) if rows and n_rois else None
         self.spatial_gate = nn.Linear(d_model, n_experts) if gating != "temporal" else None
         self.temporal_gate = nn.Linear(d_model, n_experts) if gating != "spatial" else None
         self.experts = ExpertMLPs(n_experts, d_model, expert_hidden, dropout)
@@ -247,6 +255,13 @@ class RandomWalkMoE(nn.Module):
         if self.walk_weights == "learnable":
             return self.walk_logits.softmax(0)
         return self.restart_weights
+
+    def graph_rows(self, x: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
+        """Each ROI's ``[C_r, P_r, ..., (P^S)_r]`` (the enabled parts) ``[B, R, rows * R]``."""
+        rows = [correlation(x)] if self.fc_rows else []
+        if self.walk_encoding:
+            rows.append(walk_encoding(transition, self.walk_steps))
+        return torch.cat(rows, dim=-1)
 
     def gate_logits(self, walked: torch.Tensor) -> torch.Tensor:
         """Token gate logits ``[B, R, P, E]`` from walk-propagated tokens ``[B, R, P, D]``."""
@@ -272,12 +287,12 @@ class RandomWalkMoE(nn.Module):
         """
         transition = fc_transition_matrix(x, self.graph_topk)  # [B, R, R]
         walked = random_walk(h, transition, self.walk_coefficients())  # [B, R, P, D]
-        if self.walk_embed is not None:
-            walked = walked + self.walk_embed(walk_encoding(transition, self.walk_steps))[:, :, None]
+        if self.graph_embed is not None:
+            walked = walked + self.graph_embed(self.graph_rows(x, transition))[:, :, None]
         gates, probs, experts = route(self.gate_logits(walked), self.top_k)  # [B, R, P, E|k]
         mixed = self.experts(
             walked.flatten(0, 2), experts.flatten(0, 2), gates.gather(-1, experts).flatten(0, 2)
         )
-        out = self.norm(h + self.dropout(mixed.view_as(h)))
+        out = self.norm(walked + self.dropout(mixed.view_as(h)))
         aux = {"balance_loss": balance_loss(probs, experts), "roi_expert_weights": gates.mean(2)}
         return out, aux

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import lightning as L
 import torch
 from torch import nn
 
 
-def decay_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+def decay_groups(
+    named_parameters: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float
+) -> list[dict]:
     """Split trainable parameters into decayed weights and undecayed biases/norms/embeddings.
 
     Args:
-        module: Module whose trainable parameters are grouped.
+        named_parameters: ``(name, parameter)`` pairs to group, as from ``named_parameters()``.
         lr: Learning rate for both groups.
         weight_decay: Decay applied to matrices (``ndim >= 2``) only.
     """
     decay, no_decay = [], []
-    for name, param in module.named_parameters():
+    for name, param in named_parameters:
         if not param.requires_grad:
             continue
         is_matrix = param.ndim >= 2 and "embed" not in name
@@ -53,7 +56,7 @@ class BrainTask(L.LightningModule):
 
     def param_groups(self) -> list[dict]:
         """Parameter groups handed to the optimiser."""
-        return decay_groups(self, self.lr, self.weight_decay)
+        return decay_groups(self.named_parameters(), self.lr, self.weight_decay)
 
     def configure_optimizers(self) -> dict:
         """AdamW with a linear warm-up and cosine decay, stepped every batch."""

@@ -148,9 +148,8 @@ class RegressionTask(BrainTask):
     def param_groups(self) -> list[dict]:
         """Head/MoE/SSM at ``lr``; the encoder at ``lr * encoder_lr_scale``."""
         encoder_lr = self.lr * self.hparams.encoder_lr_scale
-        groups = decay_groups(self.model.encoder, encoder_lr, self.weight_decay)
-        rest = nn.ModuleList(m for n, m in self.model.named_children() if n != "encoder")
-        return groups + decay_groups(rest, self.lr, self.weight_decay)
+        groups = decay_groups(self.model.encoder_parameters(), encoder_lr, self.weight_decay)
+        return groups + decay_groups(self.model.head_parameters(), self.lr, self.weight_decay)
 
     def to_original_units(self, y_z: torch.Tensor) -> torch.Tensor:
         """Undo the training-fold z-scoring of targets."""

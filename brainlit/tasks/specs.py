@@ -51,6 +51,7 @@ class MoESpec:
         gating: Route spatial (ROI) tokens, temporal (patch) tokens, or ``both``.
         dropout: Dropout inside the experts.
         walk_encoding: Add each ROI's embedded multi-step transition probabilities to its tokens.
+        fc_rows: Add each ROI's embedded signed correlation row to its tokens.
     """
 
     n_experts: int = 8
@@ -63,6 +64,7 @@ class MoESpec:
     gating: Literal["spatial", "temporal", "both"] = "both"
     dropout: float = 0.0
     walk_encoding: bool = True
+    fc_rows: bool = True
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ class SSMSpec:
         expand: Inner width as a multiple of ``d_model``.
         backend: ``auto`` uses mamba-ssm CUDA kernels when importable and on GPU, else pure PyTorch.
         sequence: ``patch`` pools ROIs and scans over patches; ``roi_major`` scans all ROI tokens.
+        roi_pool: How ``patch`` pools the ROIs of a patch: ``linear`` (a learned projection of
+            the concatenated, narrowed ROI tokens: keeps which ROI carried what) or ``mean``.
+        roi_dim: Channels each ROI token is narrowed to before the ``linear`` pool.
     """
 
     layers: int = 2
@@ -84,6 +89,8 @@ class SSMSpec:
     expand: int = 2
     backend: Literal["auto", "cuda", "torch"] = "auto"
     sequence: Literal["patch", "roi_major"] = "patch"
+    roi_pool: Literal["linear", "mean"] = "linear"
+    roi_dim: int = 8
 
 
 def as_spec(value: Any, cls: type) -> Any:

@@ -65,7 +65,8 @@ def test_encoder_shape_mismatch_is_a_clear_error():
 
 def test_parameter_split_covers_every_parameter_once():
     model = tiny_regressor()
-    encoder, head = set(model.encoder_parameters()), set(model.head_parameters())
+    encoder = {p for _, p in model.encoder_parameters()}
+    head = {p for _, p in model.head_parameters()}
     assert not encoder & head
     assert encoder | head == set(model.parameters())
     assert set(model.encoder.parameters()) == encoder
@@ -79,3 +80,13 @@ def test_from_specs_maps_the_config_blocks():
     assert len(model.ssm) == 3 and model.sequence == "roi_major"
     assert model.moe.experts.w_in.shape[0] == 3 and model.moe.dropout.p == 0.2
     assert model.ssm[0].backend == "torch" and model.head.out_features == 2
+
+
+def test_linear_roi_pool_keeps_which_roi_carried_a_signal():
+    model = tiny_regressor(roi_pool="linear").eval()
+    tokens = torch.zeros(1, 8, 3, 32)
+    first, last = tokens.clone(), tokens.clone()
+    first[:, 0], last[:, -1] = 1.0, 1.0  # the same signal on another ROI
+    assert not torch.allclose(model.to_sequence(first), model.to_sequence(last))
+    pooled = tiny_regressor(roi_pool="mean")
+    torch.testing.assert_close(pooled.to_sequence(first), pooled.to_sequence(last))

@@ -6,8 +6,8 @@ import torch
 from brainlit.models.rwmoe import (
     ExpertMLPs,
     RandomWalkMoE,
-    abs_correlation,
     balance_loss,
+    correlation,
     fc_transition_matrix,
     knn_sparsify,
     random_walk,
@@ -16,10 +16,10 @@ from brainlit.models.rwmoe import (
 )
 
 
-def test_abs_correlation_matches_corrcoef():
+def test_correlation_matches_corrcoef():
     x = torch.randn(2, 5, 40, dtype=torch.float64)
-    expected = torch.stack([torch.corrcoef(sample).abs() for sample in x]).float()
-    torch.testing.assert_close(abs_correlation(x), expected, atol=1e-5, rtol=1e-5)
+    expected = torch.stack([torch.corrcoef(sample) for sample in x]).float()
+    torch.testing.assert_close(correlation(x), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_knn_keeps_exactly_k_largest_per_row():
@@ -34,7 +34,7 @@ def test_transition_matrix_is_row_stochastic_knn_graph():
     x = torch.randn(4, 12, 50)
     k = 3
     transition = fc_transition_matrix(x, topk=k)
-    knn = knn_sparsify(abs_correlation(x) * (1 - torch.eye(12)), k) > 0
+    knn = knn_sparsify(correlation(x).abs() * (1 - torch.eye(12)), k) > 0
     edges = transition > 0
     torch.testing.assert_close(transition.sum(-1), torch.ones(4, 12))
     assert (transition >= 0).all() and (transition.diagonal(dim1=-2, dim2=-1) == 0).all()
@@ -171,5 +171,19 @@ def test_walk_encoding_lets_the_graph_change_tokens_that_are_identical():
     out_a, _ = moe(h, torch.randn(1, 5, 40))
     out_b, _ = moe(h, torch.randn(1, 5, 40))
     assert not torch.allclose(out_a, out_b)
-    plain = RandomWalkMoE(d_model=8, n_experts=2, top_k=1, n_rois=5, walk_steps=2, walk_encoding=False)
+    plain = RandomWalkMoE(d_model=8, n_experts=2, top_k=1, n_rois=5, walk_steps=2,
+                          walk_encoding=False, fc_rows=False)
     torch.testing.assert_close(plain(h, torch.randn(1, 5, 40))[0], plain(h, torch.randn(1, 5, 40))[0])
+
+
+def test_graph_rows_hold_the_signed_correlation_beside_the_walk_rows():
+    x = torch.randn(2, 5, 40)
+    moe = RandomWalkMoE(d_model=8, n_experts=2, top_k=1, n_rois=5, walk_steps=2)
+    transition = fc_transition_matrix(x, moe.graph_topk)
+    rows = moe.graph_rows(x, transition)
+    assert rows.shape == (2, 5, 3 * 5)
+    torch.testing.assert_close(rows[..., :5], correlation(x))
+    assert (rows[..., :5] < 0).any()  # the sign survives, unlike in the transition matrix
+    torch.testing.assert_close(rows[..., 5:], walk_encoding(transition, 2))
+    fc_only = RandomWalkMoE(d_model=8, n_experts=2, top_k=1, n_rois=5, walk_steps=2, walk_encoding=False)
+    torch.testing.assert_close(fc_only.graph_rows(x, transition), correlation(x))

@@ -45,6 +45,12 @@ def test_frozen_encoder_and_layerwise_learning_rate(lmae_checkpoint):
         assert group["lr"] == pytest.approx(expected)
 
 
+def test_every_trainable_parameter_is_optimised_exactly_once():
+    task = RegressionTask(n_rois=6, target_names=["age"], encoder=SMALL, encoder_lr_scale=0.5)
+    grouped = [id(p) for group in task.param_groups() for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in task.parameters() if p.requires_grad)
+
+
 def test_predictions_come_back_in_original_units():
     task = RegressionTask(n_rois=6, target_names=["age"], crop_len=16, encoder=SMALL)
     task.target_mean.fill_(50.0)
