@@ -150,7 +150,14 @@ class Parcellator:
         self._check_run(record, img.shape[3], t_r, expected_tr)
         confounds, sample_mask = self._confounds(record)
         masker = self._masker(expected_tr or t_r)
-        return masker.fit_transform(img, confounds=confounds, sample_mask=sample_mask), t_r
+        try:
+            return masker.fit_transform(img, confounds=confounds, sample_mask=sample_mask), t_r
+        except ValueError as error:  # e.g. spheres outside the run's field of view
+            detail = " ".join(str(error).split())[:160]  # nilearn lists every empty sphere
+            raise BrainlitDataError(_msg(
+                record, f"atlas {self.atlas} does not fit this run ({detail})",
+                "give data.atlas in the runs' space (same template, covering the brain)",
+            )) from error
 
     def _from_array(self, record: SubjectRecord, expected_tr: float | None) -> tuple[np.ndarray, float]:
         try:

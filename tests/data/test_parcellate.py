@@ -65,3 +65,10 @@ def test_fingerprint_changes_with_atlas_bytes_and_parameters(bids, tmp_path):
     assert Parcellator(str(atlas), low_pass=0.1).fingerprint() != base
     nib.save(nib.Nifti1Image(labels_atlas(3), AFFINE), atlas)
     assert Parcellator(str(atlas)).fingerprint() != base
+
+
+def test_atlas_outside_the_runs_field_of_view_names_the_atlas_and_the_fix(tmp_path):
+    path = tmp_path / "sub-01_task-rest_bold.nii.gz"
+    write_bold(path)  # a small grid near the origin: Power-264's spheres mostly miss it
+    with pytest.raises(BrainlitDataError, match=r"sub-01 .*atlas power264 does not fit this run.*runs' space"):
+        Parcellator(min_timepoints=10).transform(record(path))
