@@ -57,6 +57,16 @@ def _model_rank(model: str) -> tuple[int, str]:
     return (MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER), model)
 
 
+MIN_TEST_FOR_R = 3  # r of two points is +-1 whatever the model does
+
+
+def _defined_r(group: pd.DataFrame) -> pd.Series:
+    """The fold r values that mean something: NaN where a fold has < MIN_TEST_FOR_R test subjects."""
+    if "n_test" not in group:
+        return group["pearson_r"]
+    return group["pearson_r"].where(group["n_test"] >= MIN_TEST_FOR_R)
+
+
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Per (model, target): n_folds, MAE and Pearson r mean, sd and 95% CI of the mean.
 
@@ -65,7 +75,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         ``SUMMARY_COLUMNS``, ordered by target then model (brainlit, baselines, others).
-        The r statistics use the folds where r is defined (not NaN).
+        The r statistics use the folds where r is defined (not NaN) and that have at least
+        ``MIN_TEST_FOR_R`` test subjects.
     """
     rows = []
     for (model, target), group in results.groupby(["model", "target"], sort=False):
@@ -75,7 +86,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
                 target,
                 len(group),
                 *_mean_sd_ci(group["mae"]),
-                *_mean_sd_ci(group["pearson_r"]),
+                *_mean_sd_ci(_defined_r(group)),
             ]
         )
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -139,7 +150,8 @@ def to_markdown(
         f"# {title}",
         "",
         "Mean ± sd over folds [95% CI of the mean, t-distribution]. "
-        "r is n/a for the mean predictor (constant predictions).",
+        "r is n/a for the mean predictor (constant predictions); folds with fewer than "
+        f"{MIN_TEST_FOR_R} test subjects add no r (two points correlate ±1 by construction).",
         "",
     ]
     for target in summary.target.unique():

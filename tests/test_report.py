@@ -42,6 +42,12 @@ def test_summarize_mean_sd_and_t_interval(results):
     assert list(summarize(results).model) == ["brainlit", "mean", "kernel_ridge_fc"]  # by target
 
 
+def test_r_ignores_folds_too_small_to_correlate(results):
+    tiny = pd.DataFrame([("brainlit", "age", 3, 2, 5.0, -1.0)], columns=results.columns)
+    row = summarize(pd.concat([results, tiny])).set_index(["model", "target"]).loc[("brainlit", "age")]
+    assert row.n_folds == 4 and row.r_mean == pytest.approx(0.7)
+
+
 def test_markdown_has_paper_rows_and_skipped_subjects(results):
     skipped = pd.DataFrame(
         {
