@@ -86,6 +86,8 @@ class BrainRegressor(nn.Module):
         moe_dropout: Dropout inside the experts.
         walk_encoding: Add each ROI's embedded multi-step transition rows to its tokens (RWMOE).
         fc_rows: Add each ROI's embedded signed correlation row to its tokens (RWMOE).
+        graph: Walk graph from each window's FC (``sample``) or a running cohort mean (``cohort``).
+        graph_momentum: Weight of each training batch in the ``cohort`` running mean.
         ssm_layers: Number of Mamba blocks.
         d_state: SSM state size.
         d_conv: Width of the Mamba causal convolution.
@@ -124,6 +126,8 @@ class BrainRegressor(nn.Module):
         moe_dropout: float = 0.0,
         walk_encoding: bool = True,
         fc_rows: bool = True,
+        graph: Literal["sample", "cohort"] = "sample",
+        graph_momentum: float = 0.1,
         ssm_layers: int = 2,
         d_state: int = 16,
         d_conv: int = 4,
@@ -146,7 +150,8 @@ class BrainRegressor(nn.Module):
         )
         self.moe = RandomWalkMoE(
             d_model, n_experts, top_k, walk_steps, graph_topk, walk_weights, restart_prob,
-            expert_hidden, gating, moe_dropout, n_rois, walk_encoding, fc_rows,
+            expert_hidden, gating, moe_dropout, n_rois, walk_encoding, fc_rows, graph,
+            graph_momentum,
         )  # fmt: skip
         linear_pool = sequence == "patch" and roi_pool == "linear"
         self.roi_pool = RoiProjection(n_rois, d_model, roi_dim) if linear_pool else None

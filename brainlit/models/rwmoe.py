@@ -36,20 +36,29 @@ def knn_sparsify(adjacency: torch.Tensor, topk: int) -> torch.Tensor:
 def fc_transition_matrix(x: torch.Tensor, topk: int) -> torch.Tensor:
     """Row-stochastic random-walk transition matrix ``P = D^-1 A`` ``[B, R, R]`` from ``x: [B, R, T]``.
 
-    ``A`` = |corr(x)| over time with a zero diagonal, sparsified to the ``topk`` strongest
-    neighbours of each ROI, then symmetrised as ``max(A, A^T)``: an edge is kept when either
-    ROI lists the other, so a row holds at least ``min(topk, R - 1)`` and at most ``R - 1``
-    nonzeros. A ROI left without edges (constant series) gets a self-loop so every row sums to 1.
-    The graph is input data, so no gradient flows through it.
+    ``A`` = |corr(x)| over time; see :func:`transition_matrix`. The graph is input data, so no
+    gradient flows through it.
 
     Args:
         x: ROI time series ``[B, R, T]``.
         topk: Neighbours kept per ROI.
     """
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        adjacency = correlation(x).abs()
+    return transition_matrix(correlation(x).abs(), topk)
+
+
+@torch.no_grad()
+def transition_matrix(adjacency: torch.Tensor, topk: int) -> torch.Tensor:
+    """Row-stochastic ``P = D^-1 A`` ``[B, R, R]`` from nonnegative weights ``adjacency: [B, R, R]``.
+
+    The diagonal is zeroed, each row sparsified to its ``topk`` strongest neighbours, then
+    symmetrised as ``max(A, A^T)``: an edge is kept when either ROI lists the other, so a row
+    holds at least ``min(topk, R - 1)`` and at most ``R - 1`` nonzeros. A ROI left without edges
+    (constant series) gets a self-loop so every row sums to 1.
+    """
+    with torch.autocast(device_type=adjacency.device.type, enabled=False):
+        adjacency = adjacency.float().clone()
         adjacency.diagonal(dim1=-2, dim2=-1).zero_()
-        knn = knn_sparsify(adjacency, min(topk, x.shape[1] - 1))
+        knn = knn_sparsify(adjacency, min(topk, adjacency.shape[-1] - 1))
         graph = torch.maximum(knn, knn.transpose(1, 2))
         isolated = graph.sum(-1) == 0  # [B, R]
         graph = graph + torch.diag_embed(isolated.float())
@@ -195,6 +204,14 @@ class RandomWalkMoE(nn.Module):
     Step weights: ``learnable`` = softmax of learnable logits (uniform at init); ``restart`` =
     ``c (1 - c)^s`` normalised over ``s = 0..S`` (personalised PageRank truncated at S steps).
 
+    Graph source (DESIGN leaves it open): ``graph='sample'`` builds ``P`` from each input
+    window's own |FC|; ``'cohort'`` from a running mean of |FC| over training batches (an
+    exponential moving average with ``graph_momentum``, kept as a buffer like BatchNorm's
+    statistics and frozen in eval mode): one graph for everyone, so the walk follows the
+    cohort's stable network structure rather than a noisy single-crop estimate. The subject's
+    own FC still enters through ``fc_rows``. Under DDP the buffer follows rank 0 (DDP
+    broadcasts buffers before each forward), so every rank walks the same graph.
+
     Args:
         d_model: Token width D.
         n_experts: Number of expert MLPs E.
@@ -209,6 +226,8 @@ class RandomWalkMoE(nn.Module):
         n_rois: Number of ROIs R; needed for the random-walk encoding.
         walk_encoding: Add the embedded multi-step transition rows to each ROI's tokens.
         fc_rows: Add the embedded signed correlation row to each ROI's tokens.
+        graph: ``sample`` (each window's FC) or ``cohort`` (running mean FC; needs ``n_rois``).
+        graph_momentum: Weight of each new training batch in the ``cohort`` running mean.
     """
 
     def __init__(
@@ -226,8 +245,12 @@ class RandomWalkMoE(nn.Module):
         n_rois: int | None = None,
         walk_encoding: bool = True,
         fc_rows: bool = True,
+        graph: Literal["sample", "cohort"] = "sample",
+        graph_momentum: float = 0.1,
     ) -> None:
         super().__init__()
+        if graph not in ("sample", "cohort") or (graph == "cohort" and not n_rois):
+            raise ValueError(f"graph must be 'sample' or 'cohort' (with n_rois), got {graph!r}.")
         if not 1 <= top_k <= n_experts or gating not in ("spatial", "temporal", "both"):
             raise ValueError(
                 "need 1 <= top_k <= n_experts and gating in {spatial, temporal, both}."
@@ -241,6 +264,10 @@ class RandomWalkMoE(nn.Module):
         else:
             restart = restart_prob * (1 - restart_prob) ** torch.arange(walk_steps + 1.0)
             self.register_buffer("restart_weights", restart / restart.sum())
+        self.graph, self.graph_momentum = graph, graph_momentum
+        if graph == "cohort":
+            self.register_buffer("cohort_fc", torch.zeros(n_rois, n_rois))
+            self.register_buffer("cohort_batches", torch.zeros((), dtype=torch.long))
         self.walk_encoding, self.fc_rows = walk_encoding and walk_steps > 0, fc_rows
         rows = walk_steps * self.walk_encoding + self.fc_rows
         self.graph_embed = nn.Linear(rows * n_rois, d_model) if rows and n_rois else None
@@ -255,6 +282,22 @@ class RandomWalkMoE(nn.Module):
         if self.walk_weights == "learnable":
             return self.walk_logits.softmax(0)
         return self.restart_weights
+
+    @torch.no_grad()
+    def transition(self, x: torch.Tensor) -> torch.Tensor:
+        """``P`` ``[B, R, R]`` for a batch ``x: [B, R, T]`` from the configured ``graph`` source.
+
+        With ``cohort``, a training-mode call first moves the running mean towards the batch's
+        mean |FC| (the first batch sets it).
+        """
+        if self.graph == "sample":
+            return fc_transition_matrix(x, self.graph_topk)
+        if self.training:
+            batch_fc = correlation(x).abs().mean(0)
+            weight = 1.0 if self.cohort_batches == 0 else self.graph_momentum
+            self.cohort_fc.lerp_(batch_fc, weight)
+            self.cohort_batches += 1
+        return transition_matrix(self.cohort_fc.expand(x.shape[0], -1, -1), self.graph_topk)
 
     def graph_rows(self, x: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
         """Each ROI's ``[C_r, P_r, ..., (P^S)_r]`` (the enabled parts) ``[B, R, rows * R]``."""
@@ -285,7 +328,7 @@ class RandomWalkMoE(nn.Module):
             ``h_out`` ``[B, R, P, D]`` and ``aux``: ``balance_loss`` (scalar) and
             ``roi_expert_weights`` ``[B, R, E]`` (gate weights averaged over patches; rows sum to 1).
         """
-        transition = fc_transition_matrix(x, self.graph_topk)  # [B, R, R]
+        transition = self.transition(x)  # [B, R, R]
         walked = random_walk(h, transition, self.walk_coefficients())  # [B, R, P, D]
         if self.graph_embed is not None:
             walked = walked + self.graph_embed(self.graph_rows(x, transition))[:, :, None]

@@ -52,6 +52,9 @@ class MoESpec:
         dropout: Dropout inside the experts.
         walk_encoding: Add each ROI's embedded multi-step transition probabilities to its tokens.
         fc_rows: Add each ROI's embedded signed correlation row to its tokens.
+        graph: Random-walk graph from each window's FC (``sample``) or from a running mean of
+            FC over training batches (``cohort``).
+        graph_momentum: Weight of each training batch in the ``cohort`` running mean.
     """
 
     n_experts: int = 8
@@ -65,6 +68,8 @@ class MoESpec:
     dropout: float = 0.0
     walk_encoding: bool = True
     fc_rows: bool = True
+    graph: Literal["sample", "cohort"] = "sample"
+    graph_momentum: float = 0.1
 
 
 @dataclass(frozen=True)

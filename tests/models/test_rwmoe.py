@@ -12,6 +12,7 @@ from brainlit.models.rwmoe import (
     knn_sparsify,
     random_walk,
     route,
+    transition_matrix,
     walk_encoding,
 )
 
@@ -187,3 +188,21 @@ def test_graph_rows_hold_the_signed_correlation_beside_the_walk_rows():
     torch.testing.assert_close(rows[..., 5:], walk_encoding(transition, 2))
     fc_only = RandomWalkMoE(d_model=8, n_experts=2, top_k=1, n_rois=5, walk_steps=2, walk_encoding=False)
     torch.testing.assert_close(fc_only.graph_rows(x, transition), correlation(x))
+
+
+def test_cohort_graph_is_a_running_mean_of_training_fc_frozen_in_eval():
+    moe = RandomWalkMoE(d_model=8, n_experts=2, top_k=1, n_rois=5, walk_steps=2, graph="cohort",
+                        graph_momentum=0.5)
+    first, second = torch.randn(3, 5, 40), torch.randn(3, 5, 40)
+    moe(torch.randn(3, 5, 2, 8), first)
+    torch.testing.assert_close(moe.cohort_fc, correlation(first).abs().mean(0))  # first batch sets it
+    moe(torch.randn(3, 5, 2, 8), second)
+    expected = 0.5 * correlation(first).abs().mean(0) + 0.5 * correlation(second).abs().mean(0)
+    torch.testing.assert_close(moe.cohort_fc, expected)
+
+    moe.eval()
+    transition = moe.transition(torch.randn(4, 5, 40))
+    torch.testing.assert_close(moe.cohort_fc, expected)  # eval leaves the running mean alone
+    torch.testing.assert_close(transition, transition[:1].expand(4, -1, -1))  # one graph for all
+    torch.testing.assert_close(transition.sum(-1), torch.ones(4, 5))
+    torch.testing.assert_close(transition[0], transition_matrix(expected[None], moe.graph_topk)[0])
