@@ -284,24 +284,29 @@ class RandomWalkMoE(nn.Module):
         return self.restart_weights
 
     @torch.no_grad()
-    def transition(self, x: torch.Tensor) -> torch.Tensor:
-        """``P`` ``[B, R, R]`` for a batch ``x: [B, R, T]`` from the configured ``graph`` source.
+    def transition(self, fc: torch.Tensor) -> torch.Tensor:
+        """``P`` ``[B, R, R]`` from the batch's correlations ``fc: [B, R, R]`` and the ``graph`` source.
 
         With ``cohort``, a training-mode call first moves the running mean towards the batch's
         mean |FC| (the first batch sets it).
         """
         if self.graph == "sample":
-            return fc_transition_matrix(x, self.graph_topk)
+            return transition_matrix(fc.abs(), self.graph_topk)
         if self.training:
-            batch_fc = correlation(x).abs().mean(0)
+            batch_fc = fc.abs().mean(0)
             weight = 1.0 if self.cohort_batches == 0 else self.graph_momentum
             self.cohort_fc.lerp_(batch_fc, weight)
             self.cohort_batches += 1
-        return transition_matrix(self.cohort_fc.expand(x.shape[0], -1, -1), self.graph_topk)
+        return transition_matrix(self.cohort_fc.expand(fc.shape[0], -1, -1), self.graph_topk)
 
-    def graph_rows(self, x: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
-        """Each ROI's ``[C_r, P_r, ..., (P^S)_r]`` (the enabled parts) ``[B, R, rows * R]``."""
-        rows = [correlation(x)] if self.fc_rows else []
+    def graph_rows(self, fc: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
+        """Each ROI's ``[C_r, P_r, ..., (P^S)_r]`` (the enabled parts) ``[B, R, rows * R]``.
+
+        Args:
+            fc: Signed correlations ``C`` ``[B, R, R]``.
+            transition: ``P`` ``[B, R, R]``.
+        """
+        rows = [fc] if self.fc_rows else []
         if self.walk_encoding:
             rows.append(walk_encoding(transition, self.walk_steps))
         return torch.cat(rows, dim=-1)
@@ -328,10 +333,11 @@ class RandomWalkMoE(nn.Module):
             ``h_out`` ``[B, R, P, D]`` and ``aux``: ``balance_loss`` (scalar) and
             ``roi_expert_weights`` ``[B, R, E]`` (gate weights averaged over patches; rows sum to 1).
         """
-        transition = self.transition(x)  # [B, R, R]
+        fc = correlation(x)  # [B, R, R], computed once for the graph and the encoding
+        transition = self.transition(fc)
         walked = random_walk(h, transition, self.walk_coefficients())  # [B, R, P, D]
         if self.graph_embed is not None:
-            walked = walked + self.graph_embed(self.graph_rows(x, transition))[:, :, None]
+            walked = walked + self.graph_embed(self.graph_rows(fc, transition))[:, :, None]
         gates, probs, experts = route(self.gate_logits(walked), self.top_k)  # [B, R, P, E|k]
         mixed = self.experts(
             walked.flatten(0, 2), experts.flatten(0, 2), gates.gather(-1, experts).flatten(0, 2)

@@ -181,13 +181,13 @@ def test_graph_rows_hold_the_signed_correlation_beside_the_walk_rows():
     x = torch.randn(2, 5, 40)
     moe = RandomWalkMoE(d_model=8, n_experts=2, top_k=1, n_rois=5, walk_steps=2)
     transition = fc_transition_matrix(x, moe.graph_topk)
-    rows = moe.graph_rows(x, transition)
+    rows = moe.graph_rows(correlation(x), transition)
     assert rows.shape == (2, 5, 3 * 5)
     torch.testing.assert_close(rows[..., :5], correlation(x))
     assert (rows[..., :5] < 0).any()  # the sign survives, unlike in the transition matrix
     torch.testing.assert_close(rows[..., 5:], walk_encoding(transition, 2))
     fc_only = RandomWalkMoE(d_model=8, n_experts=2, top_k=1, n_rois=5, walk_steps=2, walk_encoding=False)
-    torch.testing.assert_close(fc_only.graph_rows(x, transition), correlation(x))
+    torch.testing.assert_close(fc_only.graph_rows(correlation(x), transition), correlation(x))
 
 
 def test_cohort_graph_is_a_running_mean_of_training_fc_frozen_in_eval():
@@ -201,7 +201,7 @@ def test_cohort_graph_is_a_running_mean_of_training_fc_frozen_in_eval():
     torch.testing.assert_close(moe.cohort_fc, expected)
 
     moe.eval()
-    transition = moe.transition(torch.randn(4, 5, 40))
+    transition = moe.transition(correlation(torch.randn(4, 5, 40)))
     torch.testing.assert_close(moe.cohort_fc, expected)  # eval leaves the running mean alone
     torch.testing.assert_close(transition, transition[:1].expand(4, -1, -1))  # one graph for all
     torch.testing.assert_close(transition.sum(-1), torch.ones(4, 5))
