@@ -10,8 +10,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from brainlit.models.lmae import PatchEncoder
-from brainlit.models.rwmoe import RandomWalkMoE
+from brainlit.models.encoder import PatchEncoder
+from brainlit.models.rwmoe import RandomWalkMoE, correlation
 from brainlit.models.ssm import MambaBlock
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,34 @@ class RoiProjection(nn.Module):
         return self.project(self.narrow(tokens).transpose(1, 2).flatten(2))
 
 
+class FCReadout(nn.Module):
+    """Linear read-out of the window's Fisher-z FC upper triangle, ``[B, R, R]`` -> ``[B, n_targets]``.
+
+    The features kernel ridge and tangent ridge get ready-made, handed to the model directly.
+    The weights start at zero, so at initialisation the model's output is the SSM path's alone.
+
+    Args:
+        n_rois: Number of ROIs R.
+        n_targets: Number of outputs.
+        dropout: Dropout on the FC features (a ridge-like penalty in expectation).
+        clip: ``|r|`` is clipped to this before arctanh.
+    """
+
+    def __init__(self, n_rois: int, n_targets: int, dropout: float = 0.0, clip: float = 0.999) -> None:
+        super().__init__()
+        self.register_buffer("upper", torch.triu_indices(n_rois, n_rois, 1), persistent=False)
+        self.clip = clip
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(self.upper.shape[1], n_targets)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, fc: torch.Tensor) -> torch.Tensor:
+        """``fc: [B, R, R]`` correlations -> ``[B, n_targets]``."""
+        edges = fc[:, self.upper[0], self.upper[1]].clamp(-self.clip, self.clip)
+        return self.linear(self.dropout(torch.atanh(edges)))
+
+
 class BrainRegressor(nn.Module):
     """Regress phenotypes from ROI time series: PatchEncoder -> RandomWalkMoE -> Mamba -> head.
 
@@ -75,6 +103,7 @@ class BrainRegressor(nn.Module):
         mlp_ratio: Encoder MLP width relative to ``d_model``.
         dropout: Dropout inside the encoder.
         max_patches: Longest sequence of patches per ROI.
+        attention: Encoder attention, ``factorized`` or ``joint``.
         n_experts: Number of expert MLPs.
         top_k: Experts each token is routed to.
         walk_steps: Random-walk steps over the FC graph.
@@ -102,6 +131,9 @@ class BrainRegressor(nn.Module):
         roi_dim: Channels per ROI in the ``linear`` pool. The narrowing keeps the projection at
             ``R * roi_dim * D`` weights instead of ``R * D^2`` (4.3 M for 264 ROIs at D = 128).
         head_dropout: Dropout before the linear head.
+        fc_readout: Add :class:`FCReadout` of the window's FC to the SSM head's output, so the
+            correlation structure reaches the prediction through a linear path as well.
+        fc_dropout: Dropout on the FC read-out's features.
     """
 
     def __init__(
@@ -115,6 +147,7 @@ class BrainRegressor(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         max_patches: int = 128,
+        attention: Literal["joint", "factorized"] = "factorized",
         n_experts: int = 8,
         top_k: int = 2,
         walk_steps: int = 3,
@@ -137,6 +170,8 @@ class BrainRegressor(nn.Module):
         roi_pool: Literal["linear", "mean"] = "linear",
         roi_dim: int = 8,
         head_dropout: float = 0.1,
+        fc_readout: bool = False,
+        fc_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if sequence not in ("patch", "roi_major") or roi_pool not in ("linear", "mean"):
@@ -146,7 +181,7 @@ class BrainRegressor(nn.Module):
             )
         self.sequence = sequence
         self.encoder = PatchEncoder(
-            n_rois, patch_len, d_model, depth, n_heads, mlp_ratio, dropout, max_patches
+            n_rois, patch_len, d_model, depth, n_heads, mlp_ratio, dropout, max_patches, attention
         )
         self.moe = RandomWalkMoE(
             d_model, n_experts, top_k, walk_steps, graph_topk, walk_weights, restart_prob,
@@ -161,6 +196,7 @@ class BrainRegressor(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.head_dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(d_model, n_targets)
+        self.fc_readout = FCReadout(n_rois, n_targets, fc_dropout) if fc_readout else None
 
     @classmethod
     def from_specs(
@@ -171,6 +207,8 @@ class BrainRegressor(nn.Module):
         moe: Any,
         ssm: Any,
         head_dropout: float = 0.1,
+        fc_readout: bool = False,
+        fc_dropout: float = 0.0,
     ) -> BrainRegressor:
         """Build from the grouped config dataclasses (``EncoderSpec``, ``MoESpec``, ``SSMSpec``).
 
@@ -181,11 +219,16 @@ class BrainRegressor(nn.Module):
             moe: Dataclass of RandomWalkMoE arguments (``dropout`` becomes ``moe_dropout``).
             ssm: Dataclass with ``layers``, ``d_state``, ``d_conv``, ``expand``, ``backend``, ``sequence``.
             head_dropout: Dropout before the linear head.
+            fc_readout: Add the linear FC read-out beside the SSM.
+            fc_dropout: Dropout on the FC read-out's features.
         """
         kwargs = dict(dataclasses.asdict(encoder))
         kwargs.update({_MOE_RENAMES.get(k, k): v for k, v in dataclasses.asdict(moe).items()})
         kwargs.update({_SSM_RENAMES.get(k, k): v for k, v in dataclasses.asdict(ssm).items()})
-        return cls(n_rois, n_targets, head_dropout=head_dropout, **kwargs)
+        return cls(
+            n_rois, n_targets, head_dropout=head_dropout, fc_readout=fc_readout,
+            fc_dropout=fc_dropout, **kwargs,
+        )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Predict z-scored targets.
@@ -197,12 +240,16 @@ class BrainRegressor(nn.Module):
             ``pred`` ``[B, n_targets]`` and ``aux`` with ``balance_loss`` (scalar) and
             ``roi_expert_weights`` ``[B, R, E]``.
         """
-        tokens, aux = self.moe(self.encoder(x), x)  # [B, R, P, D]
+        fc = correlation(x)  # [B, R, R]
+        tokens, aux = self.moe(self.encoder(x), x, fc)  # [B, R, P, D]
         sequence = self.to_sequence(tokens)  # [B, L, D]
         for block in self.ssm:
             sequence = block(sequence)
         pooled = self.norm(sequence.mean(1))  # [B, D]
-        return self.head(self.head_dropout(pooled)), aux
+        pred = self.head(self.head_dropout(pooled))
+        if self.fc_readout is not None:
+            pred = pred + self.fc_readout(fc).to(pred.dtype)
+        return pred, aux
 
     def to_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
         """The SSM's input ``[B, L, D]`` from tokens ``[B, R, P, D]`` (see ``sequence``, ``roi_pool``)."""

@@ -321,19 +321,20 @@ class RandomWalkMoE(nn.Module):
         return logits.expand(*walked.shape[:3], -1)
 
     def forward(
-        self, h: torch.Tensor, x: torch.Tensor
+        self, h: torch.Tensor, x: torch.Tensor, fc: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mix tokens through the random walk and the experts.
 
         Args:
             h: Tokens ``[B, R, P, D]``.
             x: The ROI time series ``[B, R, T]`` the tokens came from (for the FC graph).
+            fc: ``correlation(x)`` ``[B, R, R]`` when the caller has it already.
 
         Returns:
             ``h_out`` ``[B, R, P, D]`` and ``aux``: ``balance_loss`` (scalar) and
             ``roi_expert_weights`` ``[B, R, E]`` (gate weights averaged over patches; rows sum to 1).
         """
-        fc = correlation(x)  # [B, R, R], computed once for the graph and the encoding
+        fc = correlation(x) if fc is None else fc  # [B, R, R], once for graph and encoding
         transition = self.transition(fc)
         walked = random_walk(h, transition, self.walk_coefficients())  # [B, R, P, D]
         if self.graph_embed is not None:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from brainlit.report import plot_expert_maps, plot_predictions
+from brainlit.viz import plot_expert_maps, plot_predictions, plot_reconstruction
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +54,42 @@ def log_expert_maps(module: L.LightningModule, roi_expert_weights: torch.Tensor)
         header = ",".join(f"expert_{e}" for e in range(weights.shape[1]))
         path = Path(module.trainer.log_dir) / "roi_expert_weights.csv"
         np.savetxt(path, weights, delimiter=",", header=header, comments="", fmt="%.6f")
+
+
+def log_reconstruction(
+    module: L.LightningModule,
+    stage: str,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    fills: dict[str, torch.Tensor],
+    n_rois: int = 4,
+) -> None:
+    """Truth, hidden spans, LMAE and the best simple filler for a few ROIs of the first subject.
+
+    Args:
+        module: The pretraining task (its trainer and loggers).
+        stage: ``val`` or ``test``.
+        target: True patches ``[B, R, P, L]``.
+        mask: ``[B, R, P]``, True = hidden.
+        fills: Reconstructions ``{name: [B, R, P, L]}``, ``lmae`` among them.
+        n_rois: ROIs drawn (the first ones with a hidden patch).
+    """
+    if not module.trainer.is_global_zero or "lmae" not in fills:
+        return
+    hidden = mask[0].float()  # [R, P]
+    errors = {
+        name: float(((pred[0] - target[0]).pow(2).mean(-1) * hidden).sum() / hidden.sum().clamp_min(1))
+        for name, pred in fills.items() if name != "lmae"
+    }
+    best = min(errors, key=errors.get)
+    rois = [int(r) for r in torch.nonzero(mask[0].any(-1)).flatten()[:n_rois]]
+    as_numpy = {name: fills[name][0, rois].flatten(-2).float().cpu().numpy() for name in ("lmae", best)}
+    figure = plot_reconstruction(
+        target[0, rois].flatten(-2).float().cpu().numpy(),
+        mask[0, rois].repeat_interleave(target.shape[-1], -1).cpu().numpy(),
+        as_numpy["lmae"],
+        as_numpy[best],
+        best,
+        rois,
+    )
+    _publish(module, f"{stage}/reconstruction", figure, save_png=stage == "test")

@@ -89,6 +89,9 @@ class RegressionTask(BrainTask):
         moe: Random-walk mixture of experts.
         ssm: Mamba predictor.
         head_dropout: Dropout before the linear head.
+        fc_readout: Add a linear read-out of the window's Fisher-z FC to the SSM head's output
+            (the features FC baselines get ready-made; RWMOE + SSM stay the model).
+        fc_dropout: Dropout on the FC read-out's features.
         pretrained: Path to an LMAEPretrainer checkpoint whose encoder is loaded, or null.
         freeze_encoder: Keep the encoder weights fixed.
         encoder_lr_scale: Encoder learning rate as a fraction of ``lr`` (layer-wise LR).
@@ -109,6 +112,8 @@ class RegressionTask(BrainTask):
         moe: MoESpec = MoESpec(),
         ssm: SSMSpec = SSMSpec(),
         head_dropout: float = 0.1,
+        fc_readout: bool = False,
+        fc_dropout: float = 0.0,
         pretrained: str | None = None,
         freeze_encoder: bool = False,
         encoder_lr_scale: float = 0.1,
@@ -130,7 +135,9 @@ class RegressionTask(BrainTask):
         self.save_hyperparameters(ignore=["encoder", "moe", "ssm"])
         self.hparams.update(encoder=spec_dict(encoder), moe=spec_dict(moe), ssm=spec_dict(ssm))
         self.lr, self.weight_decay, self.warmup_fraction = lr, weight_decay, warmup_fraction
-        self.model = BrainRegressor.from_specs(n_rois, len(target_names), encoder, moe, ssm, head_dropout)
+        self.model = BrainRegressor.from_specs(
+            n_rois, len(target_names), encoder, moe, ssm, head_dropout, fc_readout, fc_dropout
+        )
         if weights is not None:
             self.model.load_pretrained_encoder(weights)
         self.model.encoder.requires_grad_(not freeze_encoder)

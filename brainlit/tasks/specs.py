@@ -25,6 +25,8 @@ class EncoderSpec:
         mlp_ratio: Hidden width of the transformer MLP relative to ``d_model``.
         dropout: Dropout inside the transformer.
         max_patches: Longest sequence of patches per ROI the position table covers.
+        attention: ``factorized`` (across ROIs within a patch, then across patches within a
+            ROI: cost ``O(R P (R + P))``) or ``joint`` (all tokens: ``O((R P)^2)``).
     """
 
     patch_len: int = 8
@@ -34,6 +36,7 @@ class EncoderSpec:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     max_patches: int = 128
+    attention: Literal["joint", "factorized"] = "factorized"
 
 
 @dataclass(frozen=True)

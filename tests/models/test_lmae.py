@@ -47,17 +47,31 @@ def test_patch_encoder_shapes_and_truncation():
         PatchEncoder(5, patch_len=4, d_model=16, depth=1, n_heads=2, max_patches=4).embed(x)
 
 
-def test_patch_encoder_masked_tokens_are_zero_and_do_not_leak():
+@pytest.mark.parametrize("attention", ["joint", "factorized"])
+def test_hidden_patches_do_not_leak_into_the_encoding(attention):
     torch.manual_seed(0)
-    encoder = PatchEncoder(4, patch_len=4, d_model=16, depth=2, n_heads=2).eval()
+    encoder = PatchEncoder(4, patch_len=4, d_model=16, depth=2, n_heads=2, attention=attention).eval()
     x = torch.randn(2, 4, 24)
-    keep = torch.rand(2, 4, 6) > 0.5
-    keep[1, 0] = False  # unequal visible counts: padding path
-    out = encoder(x, keep)
-    assert torch.all(out[~keep] == 0) and torch.all(out[keep].abs().sum(-1) > 0)
-    hidden_noise = torch.randn(2, 4, 6, 4) * (~keep)[..., None]
-    out_perturbed = encoder(x + hidden_noise.flatten(2), keep)
-    torch.testing.assert_close(out_perturbed[keep], out[keep], atol=1e-5, rtol=1e-5)
+    mask = torch.rand(2, 4, 6) > 0.5
+    out = encoder(x, mask)
+    assert out.shape == (2, 4, 6, 16)
+    hidden_noise = (torch.randn(2, 4, 6, 4) * mask[..., None]).flatten(2)
+    torch.testing.assert_close(encoder(x + hidden_noise, mask), out, atol=1e-5, rtol=1e-5)
+    visible_noise = (torch.randn(2, 4, 6, 4) * (~mask)[..., None]).flatten(2)
+    assert not torch.allclose(encoder(x + visible_noise, mask), out, atol=1e-3)
+
+
+def test_factorized_attention_mixes_rois_within_a_patch_and_patches_within_a_roi():
+    torch.manual_seed(0)
+    encoder = PatchEncoder(3, patch_len=2, d_model=8, depth=1, n_heads=2).eval()
+    block = encoder.transformer.blocks[0]
+    tokens = torch.randn(1, 3, 4, 8)
+    changed = tokens.clone()
+    changed[0, 2, 3] += torch.randn(8)  # ROI 2, patch 3
+    across_rois = block.attn_space(block.norm_space(tokens).transpose(1, 2).reshape(4, 3, 8))
+    across_rois_changed = block.attn_space(block.norm_space(changed).transpose(1, 2).reshape(4, 3, 8))
+    differs = (across_rois - across_rois_changed).abs().sum(-1) > 1e-6  # [P, R]
+    assert differs[3].all() and not differs[:3].any()  # only patch 3, every ROI of it
 
 
 @pytest.mark.parametrize(
@@ -99,15 +113,18 @@ def test_block_rois_masks_the_same_time_blocks_on_adjacent_rois():
     assert max(rows_matching_a_neighbour(m) for m in single) < 6
 
 
-def test_masks_change_between_calls():
+def test_masks_change_between_calls_unless_a_generator_fixes_them():
     model = tiny_lmae()
     assert not torch.equal(model.make_mask(4, 6, 8), model.make_mask(4, 6, 8))
+    fixed = [model.make_mask(4, 6, 8, generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(*fixed)
 
 
+@pytest.mark.parametrize("decoder_depth", [0, 1])
 @pytest.mark.parametrize("norm_pix_loss", [False, True])
-def test_loss_is_the_mse_over_masked_patches_only(norm_pix_loss):
+def test_loss_is_the_mse_over_masked_patches_only(norm_pix_loss, decoder_depth):
     torch.manual_seed(0)
-    model = tiny_lmae(norm_pix_loss=norm_pix_loss)
+    model = tiny_lmae(norm_pix_loss=norm_pix_loss, decoder_depth=decoder_depth)
     x = torch.randn(3, 6, 26)
     out = model(x)
     target = model.encoder.patchify(x)
@@ -118,6 +135,7 @@ def test_loss_is_the_mse_over_masked_patches_only(norm_pix_loss):
     manual = (out["pred"] - target).pow(2).mean(-1)[out["mask"]].mean()
     torch.testing.assert_close(out["loss"], manual)
     assert out["pred"].shape == (3, 6, 6, 4)
+    assert torch.equal(out["target"], target if not norm_pix_loss else model.encoder.patchify(x))
 
 
 def test_gradients_reach_every_parameter_and_are_finite():
@@ -168,3 +186,30 @@ def test_lmae_learns_temporal_structure(seed):
         loss.backward()
         optimizer.step()
     assert held_out_loss() < 0.6 * initial
+
+
+def test_lmae_learns_to_fill_a_roi_from_its_copy():
+    """ROI 1 is ROI 0 exactly: a hidden patch of either is visible in the other, same time."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    model = tiny_lmae(n_rois=4, mask_ratio=0.5, block_len=2, mask_strategy="local")
+
+    def cohort(n: int) -> torch.Tensor:
+        series = ar1_signals(n, 4, 48, generator)
+        series[:, 1] = series[:, 0]
+        return series
+
+    pool, held_out = cohort(512), cohort(32)
+    mask = model.make_mask(32, 4, 12, generator=torch.Generator().manual_seed(1))
+    pair_hidden_once = mask[:, :2].sum(1) == 1  # [B, P]: one of the pair hidden, the other seen
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss = model(pool[torch.randint(len(pool), (16,), generator=generator)])["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        out = model.eval()(held_out, mask)
+    error = (out["pred"] - out["target"]).pow(2).mean(-1)[:, :2]  # [B, 2, P]
+    on_pair = error.transpose(1, 2)[pair_hidden_once & True][mask[:, :2].transpose(1, 2)[pair_hidden_once]]
+    assert on_pair.mean() < 0.25  # zeros score about 1

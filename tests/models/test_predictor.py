@@ -25,6 +25,8 @@ def test_shapes_aux_and_finite_gradients(sequence):
     assert pred.shape == (4, 2) and aux["roi_expert_weights"].shape == (4, 8, 4)
     (pred.sum() + aux["balance_loss"]).backward()
     for name, param in model.named_parameters():
+        if name == "encoder.mask_embed":  # LMAE's hidden-patch embedding: unused without masks
+            continue
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
 
 
