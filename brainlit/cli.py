@@ -1,10 +1,10 @@
-"""``python -m brainlit``: LightningCLI for fit/validate/test/predict, plus ``cache`` and ``experiment``."""
+"""The command line: LightningCLI for fit/validate/test/predict and the data-only ``cache`` command."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
+import warnings
 from typing import Any
 
 import torch
@@ -14,7 +14,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from brainlit.data.datamodule import FMRIDataModule
 from brainlit.tasks import BrainTask
 
-log = logging.getLogger("brainlit")
+log = logging.getLogger(__name__)
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -32,6 +32,8 @@ class BrainlitCLI(LightningCLI):
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        # the entry point hands over its own argument list; Lightning's warning is for scripts
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         super().__init__(
             BrainTask,
             FMRIDataModule,
@@ -57,33 +59,33 @@ class BrainlitCLI(LightningCLI):
             config.trainer.precision = "16-mixed"
 
 
+def data_parser(prog: str, description: str | None = None) -> ArgumentParser:
+    """A parser of the datamodule's arguments (``--data.*``) that also reads fit configs.
+
+    A config's model, trainer and other sections are accepted and ignored, so the same YAML
+    drives ``fit`` and the data-only commands.
+    """
+    parser = ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(FMRIDataModule, "data")
+    for ignored in ("model", "trainer", "seed_everything", "ckpt_path", "optimizer", "lr_scheduler"):
+        parser.add_argument(f"--{ignored}", type=Any | None, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def datamodule_from_args(argv: list[str], prog: str = "brainlit") -> FMRIDataModule:
+    """The :class:`FMRIDataModule` a fit config and ``--data.*`` overrides describe."""
+    parser = data_parser(prog)
+    return parser.instantiate_classes(parser.parse_args(argv)).data
+
+
 def cache_command(argv: list[str]) -> None:
     """``python -m brainlit cache``: build or update the HDF5 cache and print a summary.
 
     Takes the datamodule's arguments (``--data.root``, ``--data.atlas`` ...) or a fit config
     (``--config``), whose model and trainer sections are ignored.
     """
-    parser = ArgumentParser(prog="python -m brainlit cache", description=cache_command.__doc__)
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_class_arguments(FMRIDataModule, "data")
-    for ignored in ("model", "trainer", "seed_everything", "ckpt_path", "optimizer", "lr_scheduler"):
-        parser.add_argument(f"--{ignored}", type=Any | None, default=None, help=argparse.SUPPRESS)
-    config = parser.parse_args(argv)
-    datamodule = parser.instantiate_classes(config).data
+    parser = data_parser("python -m brainlit cache", cache_command.__doc__)
+    datamodule = parser.instantiate_classes(parser.parse_args(argv)).data
     report = datamodule.prepare_data()
     print(report.summary())
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: dispatch ``cache`` and ``experiment``; everything else goes to LightningCLI."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    torch.set_float32_matmul_precision("high")
-    if argv and argv[0] == "cache":
-        cache_command(argv[1:])
-    elif argv and argv[0] == "experiment":
-        from brainlit.experiment import experiment_main
-
-        experiment_main(argv[1:])
-    else:
-        BrainlitCLI(args=argv)

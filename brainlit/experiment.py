@@ -1,40 +1,79 @@
 """``python -m brainlit experiment``: the paper's protocol end to end, resumable.
 
-cache -> LMAE pretraining on every subject's imaging (no labels) -> for each target and
-each of k subject-disjoint folds: fine-tune RWMOE + SSM from the pretrained encoder and
-test -> kernel ridge on FC and a mean predictor on the identical folds -> ``results.csv``
-and ``results.md`` beside the paper's numbers. Finished steps are found on disk and skipped.
+cache -> LMAE pretraining (label-free; on every subject, or on each fold's training subjects)
+-> for each fine-tuning config, repeat and subject-disjoint fold: fine-tune RWMOE + SSM from
+the pretrained encoder and predict the test subjects -> tangent ridge, kernel ridge on FC and
+the mean predictor on the identical folds -> every model scored the same way from its
+predictions -> ``predictions.csv``, ``results.csv`` and ``results.md`` beside the paper's
+numbers. Each finished step is saved atomically and found on disk by a re-run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
-import warnings
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
+import yaml
 from jsonargparse import ArgumentParser
 
-from brainlit.baselines import run_baselines
-from brainlit.cli import BrainlitCLI
+from brainlit.baselines import predict_baselines
+from brainlit.cli import BrainlitCLI, datamodule_from_args
 from brainlit.data.cache import CacheReader
+from brainlit.metrics import score_predictions
 from brainlit.report import format_table, to_markdown
+from brainlit.tasks.pretrain import format_diagnostics
 
 log = logging.getLogger(__name__)
+
+# pretraining variant -> model name in the results; "none" fine-tunes from scratch
+VARIANTS = {
+    "local": "brainlit",
+    "random": "brainlit (random masking)",
+    "none": "brainlit (no pretraining)",
+}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def targets_of(config: Path) -> list[str]:
+    """The targets a fine-tuning config regresses (its ``data.targets``)."""
+    targets = _yaml(config).get("data", {}).get("targets", [])
+    if not targets:
+        raise ValueError(f"{config}: a fine-tuning config must name its data.targets")
+    return list(targets)
 
 
 class Experiment:
     """Runs one cohort through pretraining, k-fold fine-tuning and the baselines.
 
     Args:
-        root: Dataset root (BIDS, fMRIPrep derivatives or a Cam-CAN tree).
-        out: Output folder: cache, logs, checkpoints and the results tables.
-        configs: Folder holding ``pretrain.yaml`` and one ``finetune_*.yaml`` per target.
+        root: Dataset root (BIDS, fMRIPrep derivatives, a Cam-CAN tree or array files).
+        out: Output folder: cache, logs, checkpoints, predictions and the results tables.
+        configs: Folder holding ``pretrain.yaml`` and one or more ``finetune*.yaml``.
         atlas: Atlas image (labels or maps); null uses the datamodule's default.
         quick: Overlay ``<configs>/../quick/*.yaml``: tiny models, few epochs, same code path.
         n_folds: Override the number of cross-validation folds of the configs.
+        repeats: Repeated k-fold: repeat r splits with ``data.seed + r``.
+        pretrain: ``cohort`` pretrains once on every subject's imaging (label-free, the
+            paper's setting); ``per_fold`` pretrains on each fold's training and validation
+            subjects only, so no test subject's imaging is ever seen before testing.
+        pretrain_ablation: Also fine-tune after random-masking pretraining and without
+            pretraining, on the same folds (rows ``brainlit (random masking)`` and
+            ``brainlit (no pretraining)``).
     """
 
     def __init__(
@@ -45,108 +84,180 @@ class Experiment:
         atlas: str | None = None,
         quick: bool = False,
         n_folds: int | None = None,
+        repeats: int = 1,
+        pretrain: Literal["cohort", "per_fold"] = "cohort",
+        pretrain_ablation: bool = False,
     ) -> None:
+        if repeats < 1 or pretrain not in ("cohort", "per_fold"):
+            raise ValueError("need repeats >= 1 and pretrain in {cohort, per_fold}.")
         self.out, self.configs = Path(out), Path(configs)
         self.out.mkdir(parents=True, exist_ok=True)
         self.data_args = ["--data.root", root, "--data.cache_path", str(self.out / "cache.h5")]
         if atlas:
             self.data_args += ["--data.atlas", atlas]
-        self.n_folds = n_folds
-        self.quick = quick
+        self.n_folds, self.quick, self.repeats, self.pretrain_mode = n_folds, quick, repeats, pretrain
+        self.variants = tuple(VARIANTS) if pretrain_ablation else ("local",)
 
-    def _cli(self, config: Path, stage: str, version: str, extra: list[str]) -> BrainlitCLI:
-        overlay = []
-        if self.quick:
-            name = "pretrain.yaml" if config.stem == "pretrain" else "finetune.yaml"
-            overlay = ["--config", str(self.configs.parent / "quick" / name)]
+    # ------------------------------------------------------------------ helpers
+    def _overlay(self, config: Path) -> list[str]:
+        if not self.quick:
+            return []
+        name = "pretrain.yaml" if config.stem == "pretrain" else "finetune.yaml"
+        return ["--config", str(self.configs.parent / "quick" / name)]
+
+    def _cli(self, config: Path, folder: Path, extra: list[str]) -> BrainlitCLI:
+        """A LightningCLI for ``config`` logging to ``folder`` (TensorBoard, checkpoints)."""
         logger = [
-            "--trainer.logger.init_args.save_dir", str(self.out / stage),
+            "--trainer.logger.init_args.save_dir", str(folder.parent),
             "--trainer.logger.init_args.name", "",
-            "--trainer.logger.init_args.version", version,
-        ]
-        args = ["--config", str(config), *overlay, *self.data_args, *logger, *extra]
+            "--trainer.logger.init_args.version", folder.name,
+        ]  # fmt: skip
+        args = ["--config", str(config), *self._overlay(config), *self.data_args, *logger, *extra]
         return BrainlitCLI(args=args, run=False)
-
-    def pretrain(self) -> Path:
-        """LMAE on the imaging of every cached subject; returns the best checkpoint."""
-        done = self.out / "pretrain" / "lmae.ckpt"
-        if done.exists():
-            log.info("Pretraining already done: %s", done)
-            return done
-        cli = self._cli(self.configs / "pretrain.yaml", "pretrain", "lmae", [])
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        checkpoint = cli.trainer.checkpoint_callback
-        best = Path(checkpoint.best_model_path or checkpoint.last_model_path)
-        done.write_bytes(best.read_bytes())
-        return done
-
-    def finetune_fold(self, config: Path, fold: int, pretrained: Path) -> dict:
-        """Fine-tune and test one fold; the result is saved and reused on a re-run."""
-        target = target_of(config)
-        folder = self.out / target / f"fold{fold}"
-        result_path = folder / "result.json"
-        if result_path.exists():
-            return json.loads(result_path.read_text())
-        extra = ["--data.fold", str(fold), "--data.n_folds", str(self._n_folds(config)),
-                 "--model.init_args.pretrained", str(pretrained)]
-        cli = self._cli(config, target, f"fold{fold}", extra)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)[0]
-        splits = cli.datamodule.split_table()
-        splits.to_csv(folder / "splits.csv", index=False)
-        result = {
-            "model": "brainlit",
-            "target": target,
-            "fold": fold,
-            "n_test": int((splits["split"] == "test").sum()),
-            "mae": float(metrics[f"test/{target}/mae"]),
-            "pearson_r": float(metrics[f"test/{target}/pearson"]),
-        }
-        tmp = result_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(result_path)
-        return result
-
-    def baselines(self, target: str, n_folds: int) -> pd.DataFrame:
-        """Kernel ridge on FC and the mean predictor on the brainlit folds of ``target``."""
-        reader = CacheReader(self.out / "cache.h5")
-        folds, subjects = {}, set()
-        for fold in range(n_folds):
-            splits = pd.read_csv(self.out / target / f"fold{fold}" / "splits.csv")
-            test = splits.loc[splits["split"] == "test", "subject_id"].tolist()
-            train = splits.loc[splits["split"] != "test", "subject_id"].tolist()
-            folds[fold] = (train, test)
-            subjects.update(train + test)
-        series = {s: reader.timeseries(s) for s in sorted(subjects)}
-        y = reader.phenotypes.loc[sorted(subjects), target]
-        return run_baselines(series, {target: y}, folds)
-
-    def run(self) -> pd.DataFrame:
-        """Every step, skipping what is already on disk; writes and returns the results."""
-        start = time.perf_counter()
-        pretrained = self.pretrain()
-        rows, baseline_frames = [], []
-        for config in sorted(self.configs.glob("finetune_*.yaml")):
-            n_folds = self._n_folds(config)
-            rows += [self.finetune_fold(config, k, pretrained) for k in range(n_folds)]
-            baseline_frames.append(self.baselines(target_of(config), n_folds))
-        results = pd.concat([pd.DataFrame(rows), *baseline_frames], ignore_index=True)
-        self.write(results)
-        log.info("Experiment finished in %.1f min", (time.perf_counter() - start) / 60)
-        return results
 
     def _n_folds(self, config: Path) -> int:
         return self.n_folds or int(_yaml(config).get("data", {}).get("n_folds", 5))
 
-    def write(self, results: pd.DataFrame) -> None:
-        """``results.csv``, ``results.md`` and the table on the terminal."""
-        results.to_csv(self.out / "results.csv", index=False)
+    def _fold_args(self, config: Path, repeat: int, fold: int) -> list[str]:
+        seed = int(_yaml(config).get("data", {}).get("seed", 0)) + repeat
+        return ["--data.fold", str(fold), "--data.n_folds", str(self._n_folds(config)),
+                "--data.seed", str(seed)]
+
+    def _fold_dir(self, config: Path, repeat: int, fold: int) -> Path:
+        return self.out / config.stem / f"repeat{repeat}" / f"fold{fold}"
+
+    # ------------------------------------------------------------------ steps
+    def fold_splits(self, config: Path, repeat: int, fold: int) -> Path:
+        """Write (once) and return ``splits.csv`` (subject_id, split) of one fold of ``config``."""
+        path = self._fold_dir(config, repeat, fold) / "splits.csv"
+        if not path.exists():
+            argv = ["--config", str(config), *self.data_args, *self._fold_args(config, repeat, fold)]
+            datamodule = datamodule_from_args(argv)
+            datamodule.setup()
+            _write_atomically(path, datamodule.split_table().to_csv(index=False))
+            dropped = datamodule.dropped.assign(config=config.stem)
+            _write_atomically(self.out / config.stem / "dropped.csv", dropped.to_csv(index=False))
+        return path
+
+    def pretrain(self, variant: str, folder: Path, split_file: Path | None = None) -> Path | None:
+        """LMAE with the ``variant`` masking; returns the best checkpoint (None for ``none``)."""
+        if variant == "none":
+            return None
+        done = folder / "lmae.ckpt"
+        if not done.exists():
+            extra = ["--model.init_args.mask_strategy", variant]
+            extra += ["--data.split_file", str(split_file)] if split_file else []
+            cli = self._cli(self.configs / "pretrain.yaml", folder / "logs", extra)
+            log.info("Pretraining LMAE (%s masking) -> %s", variant, done)
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+            best = cli.trainer.checkpoint_callback.best_model_path
+            cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=False)
+            diagnostics = cli.model.diagnostics.get("val", {})
+            _write_atomically(folder / "diagnostics.json", json.dumps(diagnostics, indent=2))
+            tmp = done.with_name("lmae.ckpt.tmp")
+            shutil.copyfile(best or cli.trainer.checkpoint_callback.last_model_path, tmp)
+            tmp.replace(done)
+        return done
+
+    def pretrained(self, variant: str, config: Path, repeat: int, fold: int) -> Path | None:
+        """The checkpoint a fold starts from under the chosen ``pretrain`` mode."""
+        if self.pretrain_mode == "cohort":
+            return self.pretrain(variant, self.out / "pretrain" / variant)
+        folder = self.out / "pretrain" / variant / config.stem / f"repeat{repeat}" / f"fold{fold}"
+        return self.pretrain(variant, folder, self.fold_splits(config, repeat, fold))
+
+    def finetune(self, config: Path, repeat: int, fold: int, variant: str) -> pd.DataFrame:
+        """Fine-tune and predict the test subjects of one fold; saved and reused on a re-run."""
+        folder = self._fold_dir(config, repeat, fold) / variant
+        path = folder / "predictions.csv"
+        if path.exists():
+            return pd.read_csv(path)
+        pretrained = self.pretrained(variant, config, repeat, fold)
+        extra = [*self._fold_args(config, repeat, fold), "--data.predict_split", "test"]
+        extra += ["--model.init_args.pretrained", str(pretrained)] if pretrained else []
+        cli = self._cli(config, folder / "logs", extra)
+        log.info("Fine-tuning %s, repeat %d, fold %d (%s)", config.stem, repeat, fold, VARIANTS[variant])
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        best = cli.trainer.checkpoint_callback.best_model_path or None
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best, verbose=False)
+        batches = cli.trainer.predict(cli.model, datamodule=cli.datamodule, ckpt_path=best)
+        frame = _prediction_frame(batches, cli.model.hparams.target_names).assign(fold=fold)
+        _write_atomically(path, frame.to_csv(index=False))
+        return frame
+
+    def baselines(self, config: Path, repeat: int) -> pd.DataFrame:
+        """The classical models on the folds of ``config`` (same train and test subjects)."""
+        path = self.out / config.stem / f"repeat{repeat}" / "baselines.csv"
+        if path.exists():
+            return pd.read_csv(path)
+        folds = {}
+        for fold in range(self._n_folds(config)):
+            splits = pd.read_csv(self.fold_splits(config, repeat, fold))
+            test = splits["split"] == "test"
+            folds[fold] = (splits.loc[~test, "subject_id"].tolist(), splits.loc[test, "subject_id"].tolist())
+        reader = CacheReader(self.out / "cache.h5")
+        subjects = sorted({s for train, test in folds.values() for s in train + test})
+        series = {s: reader.timeseries(s) for s in subjects}
+        frame = predict_baselines(series, reader.phenotypes.loc[subjects, targets_of(config)], folds)
+        _write_atomically(path, frame.to_csv(index=False))
+        return frame
+
+    def run(self) -> pd.DataFrame:
+        """Every step, skipping what is already on disk; writes and returns the fold scores."""
+        start = time.perf_counter()
+        frames = []
+        for repeat in range(self.repeats):
+            for config in sorted(self.configs.glob("finetune*.yaml")):
+                for fold in range(self._n_folds(config)):
+                    self.fold_splits(config, repeat, fold)
+                    for variant in self.variants:
+                        frame = self.finetune(config, repeat, fold, variant)
+                        frames.append(frame.assign(model=VARIANTS[variant], repeat=repeat))
+                frames.append(self.baselines(config, repeat).assign(repeat=repeat))
+        predictions = self._with_age(pd.concat(frames, ignore_index=True))
+        results = score_predictions(predictions)
+        self.write(results, predictions)
+        log.info("Experiment finished in %.1f min", (time.perf_counter() - start) / 60)
+        return results
+
+    def _with_age(self, predictions: pd.DataFrame) -> pd.DataFrame:
+        """Add each subject's true age (for the age-partialled r), NaN where unknown."""
+        phenotypes = CacheReader(self.out / "cache.h5").phenotypes
+        age = phenotypes["age"] if "age" in phenotypes else pd.Series(dtype=float)
+        columns = ["model", "target", "repeat", "fold", "subject_id", "y_true", "y_pred"]
+        return predictions[columns].assign(age=predictions["subject_id"].map(age).astype(float))
+
+    def mean_diagnostics(self) -> dict[str, dict[str, float]]:
+        """LMAE diagnostics per masking variant on disk, averaged over its pretrainings."""
+        found = {}
+        for variant in self.variants:
+            paths = sorted((self.out / "pretrain" / variant).rglob("diagnostics.json"))
+            values = [json.loads(p.read_text()) for p in paths]
+            if values:
+                found[variant] = pd.DataFrame(values).mean().to_dict()
+        return found
+
+    def dropped_subjects(self) -> pd.DataFrame:
+        """Subjects with imaging but no value of a fine-tuning config's targets."""
+        frames = [pd.read_csv(p) for p in sorted(self.out.glob("*/dropped.csv"))]
+        frames = [f for f in frames if len(f)]
+        return pd.concat(frames).drop_duplicates() if frames else pd.DataFrame(columns=["subject_id", "reason"])
+
+    def write(self, results: pd.DataFrame, predictions: pd.DataFrame) -> None:
+        """``predictions.csv``, ``results.csv``, ``results.md`` and the table on the terminal."""
+        _write_atomically(self.out / "predictions.csv", predictions.to_csv(index=False))
+        _write_atomically(self.out / "results.csv", results.to_csv(index=False))
         skipped_path = self.out / "cache.h5.skipped.tsv"
         skipped = None
         if skipped_path.exists():
             skipped = pd.read_csv(skipped_path, sep="\t")[["subject_id", "file", "reason"]]
-        (self.out / "results.md").write_text(to_markdown(results, skipped))
+        diagnostics = self.mean_diagnostics()
+        markdown = to_markdown(results, skipped, diagnostics=diagnostics, dropped=self.dropped_subjects())
+        _write_atomically(self.out / "results.md", markdown)
         print(format_table(results))
+        for variant, values in diagnostics.items():
+            print(f"\nLMAE reconstruction ({variant} masking), masked-patch MSE on held-out runs:")
+            print(format_diagnostics(values))
         if skipped is not None and len(skipped):
             print(f"\nSkipped {len(skipped)} subject(s) for bad input:")
             for row in skipped.itertuples():
@@ -154,24 +265,18 @@ class Experiment:
         print(f"\nResults: {self.out / 'results.md'}  TensorBoard: make tensorboard (logs in {self.out})")
 
 
-def target_of(config: Path) -> str:
-    """The single target a fine-tuning config regresses (its ``data.targets``)."""
-    targets = _yaml(config).get("data", {}).get("targets", [])
-    if len(targets) != 1:
-        raise ValueError(f"{config}: a fine-tuning config must name exactly one data.targets entry")
-    return targets[0]
-
-
-def _yaml(path: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load(path.read_text()) or {}
+def _prediction_frame(batches: list[dict], target_names: list[str]) -> pd.DataFrame:
+    """Long table (target, subject_id, y_true, y_pred) of ``RegressionTask.predict_step`` outputs."""
+    rows = []
+    for batch in batches:
+        for i, subject_id in enumerate(batch["subject_id"]):
+            for j, target in enumerate(target_names):
+                rows.append((target, subject_id, float(batch["true"][i, j]), float(batch["pred"][i, j])))
+    return pd.DataFrame(rows, columns=["target", "subject_id", "y_true", "y_pred"])
 
 
 def experiment_main(argv: list[str]) -> None:
     """Parse ``python -m brainlit experiment`` arguments and run it."""
-    # each step hands LightningCLI its own argument list; the process's argv is not for it
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     parser = ArgumentParser(prog="python -m brainlit experiment", description=__doc__)
     parser.add_class_arguments(Experiment)
     Experiment(**parser.parse_args(argv).as_dict()).run()

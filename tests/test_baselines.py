@@ -1,4 +1,4 @@
-"""Kernel ridge on FC and the mean predictor, run on given folds."""
+"""Tangent ridge, kernel ridge on FC and the mean predictor, run on given folds."""
 
 import numpy as np
 import pandas as pd
@@ -6,13 +6,15 @@ import pytest
 
 from brainlit.baselines import (
     BASELINES,
-    RESULT_COLUMNS,
+    PREDICTION_COLUMNS,
     FCKernelRidge,
     MeanPredictor,
+    TangentRidge,
     fc_features,
-    run_baselines,
+    predict_baselines,
 )
 from brainlit.errors import BrainlitDataError
+from brainlit.metrics import score_predictions
 
 
 def _linear_fc_cohort(n_subjects=90, n_rois=4, n_volumes=200, seed=0):
@@ -64,19 +66,52 @@ def test_mean_predictor_predicts_the_training_mean():
     assert np.array_equal(model.predict([np.ones((2, 5))] * 4), np.full(4, 3.0))
 
 
-def test_run_baselines_rows_columns_and_metrics():
+def test_tangent_ridge_beats_the_mean_on_a_linear_fc_age_relation():
+    series, age = _linear_fc_cohort()
+    ids = list(series)
+    train, test = ids[:60], ids[60:]
+    model = TangentRidge().fit([series[s] for s in train], age[train])
+    pred = model.predict([series[s] for s in test])
+    mean_mae = np.abs(age[test] - age[train].mean()).mean()
+    assert np.abs(pred - age[test]).mean() < 0.5 * mean_mae
+    assert model.reference_.shape == (4, 4)
+
+
+def test_tangent_reference_never_sees_test_subjects():
+    """A strong coupling planted only in the test subjects leaves the fit untouched."""
+    series, age = _linear_fc_cohort(n_subjects=40)
+    ids = list(series)
+    train, test = ids[:30], ids[30:]
+    planted = dict(series)
+    for s in test:  # ROIs 2 and 3 become near copies, in test subjects only
+        planted[s] = series[s].copy()
+        planted[s][3] = planted[s][2] + 0.05 * planted[s][3]
+    runs = {}
+    for name, cohort in (("clean", series), ("planted", planted)):
+        frame = predict_baselines(cohort, age, {0: (train, test)}, models=["tangent_ridge"])
+        model = TangentRidge().fit([cohort[s] for s in train], age[train])
+        runs[name] = (frame, model)
+    np.testing.assert_allclose(runs["clean"][1].reference_, runs["planted"][1].reference_)
+    np.testing.assert_allclose(runs["clean"][1].ridge_.coef_, runs["planted"][1].ridge_.coef_)
+    # the planted signal does reach the test predictions, so the check above can fail
+    assert not np.allclose(runs["clean"][0]["y_pred"], runs["planted"][0]["y_pred"])
+
+
+def test_predict_baselines_rows_columns_and_scores():
     series, age = _linear_fc_cohort(n_subjects=60)
     fluid = pd.Series(np.arange(60.0), index=list(series))
     fluid.iloc[0] = np.nan  # left out of its fold
-    results = run_baselines(series, {"age": age, "fluid_intelligence": fluid}, _folds(list(series)))
-    assert list(results.columns) == RESULT_COLUMNS
-    assert len(results) == 2 * 2 * 3  # models x targets x folds
-    assert set(results["model"]) == {"kernel_ridge_fc", "mean"}
+    frame = predict_baselines(series, {"age": age, "fluid_intelligence": fluid}, _folds(list(series)))
+    assert list(frame.columns) == PREDICTION_COLUMNS
+    assert len(frame) == 3 * (60 + 59)  # models x (age subjects + fluid subjects with a score)
+    assert set(frame["model"]) == {"tangent_ridge", "kernel_ridge_fc", "mean"}
+    results = score_predictions(frame.assign(repeat=0))
     fold0 = results[(results.target == "fluid_intelligence") & (results.fold == 0)]
     assert (fold0["n_test"] == 19).all()  # 20 test subjects, one without a score
     assert results.loc[results.model == "mean", "pearson_r"].isna().all()
     age_rows = results[results.target == "age"].groupby("model")["mae"].mean()
     assert age_rows["kernel_ridge_fc"] < 0.6 * age_rows["mean"]
+    assert age_rows["tangent_ridge"] < 0.6 * age_rows["mean"]
 
 
 class _Spy(MeanPredictor):
@@ -96,7 +131,7 @@ def test_folds_are_respected(monkeypatch):
     folds = _folds(list(series))
     monkeypatch.setitem(BASELINES, "spy", _Spy)
     _Spy.seen = []
-    run_baselines(series, age, folds, models=["spy"])
+    predict_baselines(series, age, folds, models=["spy"])
     assert len(_Spy.seen) == 2 * len(folds)
     for k, (train, test) in folds.items():
         (_, fitted), (_, predicted) = _Spy.seen[2 * k], _Spy.seen[2 * k + 1]
@@ -109,6 +144,6 @@ def test_bad_folds_are_refused():
     series, age = _linear_fc_cohort(n_subjects=6, n_volumes=20)
     ids = list(series)
     with pytest.raises(ValueError, match="both train and test"):
-        run_baselines(series, age, {0: (ids[:4], ids[3:])}, models=["mean"])
+        predict_baselines(series, age, {0: (ids[:4], ids[3:])}, models=["mean"])
     with pytest.raises(BrainlitDataError, match="sub-999"):
-        run_baselines(series, age, {0: (ids[:4], ids[4:] + ["sub-999"])}, models=["mean"])
+        predict_baselines(series, age, {0: (ids[:4], ids[4:] + ["sub-999"])}, models=["mean"])

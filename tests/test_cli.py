@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from brainlit.cli import BrainlitCLI, main
+from brainlit.__main__ import main
+from brainlit.cli import BrainlitCLI
 from tests.conftest import REPO
 
 CONFIGS = REPO / "configs" / "camcan"

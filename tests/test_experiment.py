@@ -6,6 +6,8 @@ import pandas as pd
 from brainlit.experiment import experiment_main
 from tests.conftest import REPO
 
+COLUMNS = ["model", "target", "repeat", "fold", "n_test", "mae", "pearson_r", "pearson_r_age_partial"]
+
 
 def test_quick_reproduction_writes_results_for_all_models_and_targets(tiny_camcan, tmp_path, capsys):
     out = tmp_path / "camcan"
@@ -14,21 +16,37 @@ def test_quick_reproduction_writes_results_for_all_models_and_targets(tiny_camca
             "--n_folds", "2"]
     experiment_main(args)
     results = pd.read_csv(out / "results.csv")
-    assert list(results.columns) == ["model", "target", "fold", "n_test", "mae", "pearson_r"]
+    assert list(results.columns) == COLUMNS
     assert set(results["target"]) == {"age", "fluid_intelligence"}
-    assert set(results["model"]) == {"brainlit", "kernel_ridge_fc", "mean"}
-    assert len(results) == 2 * 3 * 2
+    assert set(results["model"]) == {"brainlit", "tangent_ridge", "kernel_ridge_fc", "mean"}
+    assert len(results) == 2 * 4 * 2  # targets x models x folds
     assert np.isfinite(results["mae"]).all()
     learned = results[results["model"] != "mean"]
     assert np.isfinite(learned["pearson_r"]).all()
+    fluid = learned[learned.target == "fluid_intelligence"]
+    assert np.isfinite(fluid["pearson_r_age_partial"]).all()
+    assert results.loc[results.target == "age", "pearson_r_age_partial"].isna().all()
+
+    # every model predicted the same test subjects of each fold
+    predictions = pd.read_csv(out / "predictions.csv")
+    subjects = predictions.groupby(["model", "target", "fold"])["subject_id"].apply(frozenset)
+    assert subjects.groupby(["target", "fold"]).nunique().eq(1).all()
+
     report = (out / "results.md").read_text()
     assert "5.343" in report and "2.940" in report
+    assert "(best classical): MAE" in report and "## LMAE reconstruction" in report
     corrupt = "sub-CC110016"
     assert corrupt in report  # listed as skipped, with its reason
-    assert corrupt in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert corrupt in printed and "spatial_ridge" in printed
 
     # a re-run resumes: nothing is recomputed, the same table comes back
-    before = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
+    def fold_outputs() -> dict:
+        patterns = ("*/repeat*/baselines.csv", "*/repeat*/fold*/splits.csv", "*/repeat*/fold*/*/predictions.csv")
+        return {p: p.stat().st_mtime_ns for pattern in patterns for p in out.glob(pattern)}
+
+    before = fold_outputs()
+    assert len(before) == 2 * (1 + 2 + 2)  # per config: baselines, splits and predictions per fold
     experiment_main(args)
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("result.json")} == before
+    assert fold_outputs() == before
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results)

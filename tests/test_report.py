@@ -6,14 +6,8 @@ import pytest
 from matplotlib.figure import Figure
 from scipy import stats
 
-from brainlit.report import (
-    PAPER,
-    format_table,
-    plot_expert_maps,
-    plot_predictions,
-    summarize,
-    to_markdown,
-)
+from brainlit.report import PAPER, format_table, paired_differences, summarize, to_markdown
+from brainlit.viz import plot_expert_maps, plot_predictions, plot_reconstruction
 
 
 @pytest.fixture
@@ -42,6 +36,17 @@ def test_summarize_mean_sd_and_t_interval(results):
     assert list(summarize(results).model) == ["brainlit", "mean", "kernel_ridge_fc"]  # by target
 
 
+def test_paired_difference_against_the_best_classical_model(results):
+    extra = pd.DataFrame([("tangent_ridge", "age", k, 10, 2.5 + k, 0.5) for k in range(3)],
+                         columns=results.columns)
+    diffs = paired_differences(pd.concat([results, extra])).set_index(["target", "model"])
+    row = diffs.loc[("age", "brainlit")]
+    assert row.reference == "tangent_ridge"  # mean MAE 3.5 beats the mean predictor's 11
+    assert row.n == 3 and row.diff_mean == pytest.approx(-1.5)  # (1-2.5, 2-3.5, 3-4.5)
+    assert row.diff_ci_low == pytest.approx(-1.5) and row.diff_ci_high == pytest.approx(-1.5)
+    assert "brainlit - tangent_ridge (best classical): MAE -1.50" in format_table(pd.concat([results, extra]))
+
+
 def test_r_ignores_folds_too_small_to_correlate(results):
     tiny = pd.DataFrame([("brainlit", "age", 3, 2, 5.0, -1.0)], columns=results.columns)
     row = summarize(pd.concat([results, tiny])).set_index(["model", "target"]).loc[("brainlit", "age")]
@@ -68,9 +73,9 @@ def test_markdown_has_paper_rows_and_skipped_subjects(results):
 
 def test_format_table_is_aligned(results):
     lines = format_table(results).splitlines()
-    assert lines[0].split() == ["target", "model", "MAE", "r", "folds"]
+    assert lines[0].split() == ["target", "model", "MAE", "r", "r", "(age-partialled)", "folds"]
     start = lines[0].index("MAE")
-    body = lines[2:]
+    body = [line for line in lines[2:] if line and " - " not in line]
     assert all(line[start - 2 : start] == "  " for line in body)
     assert any("paper (Cam-CAN)" in line and "5.343" in line for line in body)
     assert any(line.startswith("age") and "mean" in line and "n/a" in line for line in body)
@@ -104,3 +109,27 @@ def test_expert_maps_glass_brains_and_heatmap_fallback():
     assert [t.get_text() for t in heatmap.axes[0].get_xticklabels()] == ["a", "b", "c"]
     with pytest.raises(ValueError, match="roi_coords"):
         plot_expert_maps(weights, coords[:5])
+
+
+def test_markdown_lists_partial_r_diagnostics_and_dropped_subjects(results):
+    results = results.assign(pearson_r_age_partial=0.25)
+    diagnostics = {"local": {"lmae": 0.6, "zero": 0.98, "interp": 1.7, "spatial_ridge": 0.7,
+                             "lmae_vs_best_simple": 0.6 / 0.7}}
+    dropped = pd.DataFrame({"subject_id": ["sub-7"], "reason": ["no value of age"]})
+    text = to_markdown(results, diagnostics=diagnostics, dropped=dropped)
+    fluid = text.split("## fluid_intelligence")[1]
+    assert "| model | MAE | r | r (age-partialled) | folds |" in fluid
+    assert "| kernel_ridge_fc | 4.00 ± 0.00 [4.00, 4.00] | 0.400 ± 0.000 [0.400, 0.400] | 0.250" in fluid
+    assert "| local | 0.600 | 0.980 | 1.700 | 0.700 | 0.857 |" in text
+    assert "sub-7" in text.split("## Subjects without a target value")[1]
+
+
+def test_plot_reconstruction_draws_one_panel_per_roi():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(3, 40))
+    hidden = np.zeros((3, 40), bool)
+    hidden[:, 10:20] = True
+    figure = plot_reconstruction(truth, hidden, truth + 0.1, np.zeros((3, 40)), "spatial_ridge", [4, 7, 9])
+    assert [ax.get_ylabel() for ax in figure.axes] == ["ROI 4", "ROI 7", "ROI 9"]
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert labels == ["hidden", "truth", "LMAE", "spatial_ridge"]

@@ -1,15 +1,16 @@
-"""Classical references run on the same folds as brainlit: kernel ridge on FC and the mean."""
+"""Classical references run on the same folds as brainlit: tangent ridge, kernel ridge, the mean."""
 
 from brainlit.baselines.fc_ridge import FCKernelRidge, fc_features
 from brainlit.baselines.mean import MeanPredictor
-from brainlit.baselines.run import BASELINES, RESULT_COLUMNS, pearson_r, run_baselines
+from brainlit.baselines.run import BASELINES, PREDICTION_COLUMNS, predict_baselines
+from brainlit.baselines.tangent_ridge import TangentRidge
 
 __all__ = [
     "BASELINES",
-    "RESULT_COLUMNS",
+    "PREDICTION_COLUMNS",
     "FCKernelRidge",
     "MeanPredictor",
+    "TangentRidge",
     "fc_features",
-    "pearson_r",
-    "run_baselines",
+    "predict_baselines",
 ]

@@ -1,4 +1,4 @@
-"""Run the baselines on given cross-validation folds and collect per-fold metrics."""
+"""Run the baselines on given cross-validation folds and collect their test predictions."""
 
 from __future__ import annotations
 
@@ -10,23 +10,17 @@ import pandas as pd
 
 from brainlit.baselines.fc_ridge import FCKernelRidge
 from brainlit.baselines.mean import MeanPredictor
+from brainlit.baselines.tangent_ridge import TangentRidge
 from brainlit.errors import BrainlitDataError
 
 log = logging.getLogger(__name__)
 
-BASELINES: dict[str, Callable[[], FCKernelRidge | MeanPredictor]] = {
+BASELINES: dict[str, Callable[[], FCKernelRidge | MeanPredictor | TangentRidge]] = {
+    "tangent_ridge": TangentRidge,
     "kernel_ridge_fc": FCKernelRidge,
     "mean": MeanPredictor,
 }
-RESULT_COLUMNS = ["model", "target", "fold", "n_test", "mae", "pearson_r"]
-
-
-def pearson_r(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Pearson correlation; NaN when either side is constant (e.g. the mean predictor) or N < 2."""
-    y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
-    if len(y_true) < 2 or np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
-        return float("nan")
-    return float(np.corrcoef(y_true, y_pred)[0, 1])
+PREDICTION_COLUMNS = ["model", "target", "fold", "subject_id", "y_true", "y_pred"]
 
 
 def _targets(y: pd.Series | pd.DataFrame | Mapping) -> dict[str, pd.Series]:
@@ -49,13 +43,16 @@ def _usable(ids: Sequence[str], values: pd.Series, series: Mapping, fold: int) -
     return [s for s in ids if s in values.index and np.isfinite(values[s])]
 
 
-def run_baselines(
+def predict_baselines(
     series: Mapping[str, np.ndarray],
     y: pd.Series | pd.DataFrame | Mapping,
     folds: Mapping[int, tuple[Sequence[str], Sequence[str]]],
     models: Sequence[str] = tuple(BASELINES),
 ) -> pd.DataFrame:
-    """Fit each baseline on the training subjects of each fold and test it on the test subjects.
+    """Fit each baseline on the training subjects of each fold; predict its test subjects.
+
+    Only the training subjects' series and targets reach ``fit`` (the tangent reference and
+    every penalty included); test subjects are seen by ``predict`` alone.
 
     Args:
         series: ``{subject_id: [R, T] ROI time series}``.
@@ -66,27 +63,24 @@ def run_baselines(
         models: Names from ``BASELINES``.
 
     Returns:
-        One row per (model, target, fold) with columns ``RESULT_COLUMNS``; ``pearson_r`` is NaN
-        for the mean predictor, whose predictions are constant.
+        One row per (model, target, fold, test subject) with columns ``PREDICTION_COLUMNS``.
     """
-    rows = []
+    frames = []
     for target, values in _targets(y).items():
         for fold, (train_ids, test_ids) in sorted(folds.items()):
-            train, test = (
-                _usable(train_ids, values, series, fold),
-                _usable(test_ids, values, series, fold),
-            )
+            train = _usable(train_ids, values, series, fold)
+            test = _usable(test_ids, values, series, fold)
             if set(train) & set(test):
                 raise ValueError(
                     f"fold {fold}: subjects in both train and test: {sorted(set(train) & set(test))[:5]}"
                 )
-            y_true = values[test].to_numpy()
             for name in models:
                 model = BASELINES[name]().fit([series[s] for s in train], values[train].to_numpy())
                 y_pred = model.predict([series[s] for s in test])
-                mae = float(np.mean(np.abs(y_pred - y_true)))
-                rows.append([name, target, fold, len(test), mae, pearson_r(y_true, y_pred)])
-                log.info(
-                    "%s %s fold %d: MAE %.3f on %d subjects", name, target, fold, mae, len(test)
-                )
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+                frames.append(pd.DataFrame({
+                    "model": name, "target": target, "fold": fold, "subject_id": test,
+                    "y_true": values[test].to_numpy(), "y_pred": y_pred,
+                }))  # fmt: skip
+                mae = float(np.mean(np.abs(y_pred - values[test].to_numpy())))
+                log.info("%s %s fold %d: MAE %.3f on %d subjects", name, target, fold, mae, len(test))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PREDICTION_COLUMNS)

@@ -25,18 +25,20 @@ class SubjectDataset(Dataset):
     """Items ``{"x": [R, L], "y": [n_targets], "subject_id"}`` read lazily from the cache.
 
     With ``crop_len`` each item is a random window (training); otherwise the first
-    ``n_timepoints`` of the run (evaluation).
+    ``n_timepoints`` of the run (evaluation). ``repeats`` lists every subject that many times
+    (each time with its own random window).
     """
 
     def __init__(self, reader: CacheReader, subject_ids: list[str], targets: np.ndarray,
-                 n_timepoints: int, crop_len: int | None = None) -> None:
+                 n_timepoints: int, crop_len: int | None = None, repeats: int = 1) -> None:
         self.reader, self.subject_ids, self.targets = reader, subject_ids, targets
-        self.n_timepoints, self.crop_len = n_timepoints, crop_len
+        self.n_timepoints, self.crop_len, self.repeats = n_timepoints, crop_len, repeats
 
     def __len__(self) -> int:
-        return len(self.subject_ids)
+        return len(self.subject_ids) * self.repeats
 
     def __getitem__(self, index: int) -> dict:
+        index %= len(self.subject_ids)
         sid = self.subject_ids[index]
         series = self.reader.timeseries(sid)  # [R, T]
         if self.crop_len is not None and series.shape[1] > self.crop_len:
@@ -78,6 +80,13 @@ class FMRIDataModule(L.LightningDataModule):
         batch_size: Subjects per batch.
         num_workers: DataLoader worker processes.
         predict_split: Subjects ``predict`` runs on: the test fold or all of them.
+        crops_per_subject: Random windows drawn from each training subject per epoch. Small
+            cohorts give few optimiser steps per epoch; more windows per epoch give the
+            schedule more steps without more validation passes.
+        split_file: CSV of ``subject_id, split`` (train/val/test) that replaces the computed
+            folds: subjects it does not list are left out (``n_folds``, ``fold`` and
+            ``val_fraction`` are then unused). The experiment runner uses it to pretrain on a
+            fold's training subjects only.
     """
 
     def __init__(
@@ -108,6 +117,8 @@ class FMRIDataModule(L.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         predict_split: Literal["test", "all"] = "all",
+        crops_per_subject: int = 1,
+        split_file: str | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= fold < max(n_folds, 1):
@@ -120,7 +131,9 @@ class FMRIDataModule(L.LightningDataModule):
         self.targets = ["age"] if targets is None else list(targets)
         self.n_folds, self.fold, self.val_fraction, self.seed = n_folds, fold, val_fraction, seed
         self.crop_len, self.batch_size, self.num_workers = crop_len, batch_size, num_workers
-        self.predict_split = predict_split
+        self.predict_split, self.crops_per_subject = predict_split, crops_per_subject
+        self.split_file = Path(split_file) if split_file else None
+        self.dropped = pd.DataFrame(columns=["subject_id", "reason"])
         self.reader = CacheReader(self.cache_path)
         self._prepared = False
         self._kept: tuple[list[str], pd.DataFrame] | None = None
@@ -185,6 +198,8 @@ class FMRIDataModule(L.LightningDataModule):
             if self.on_error == "raise":
                 raise BrainlitDataError(f"{message}; add their values or set data.on_error: skip.")
             log.warning("Dropping %s", message)
+            reason = f"no value of {', '.join(self.targets)} in the phenotype tables"
+            self.dropped = pd.DataFrame({"subject_id": dropped, "reason": reason})
         kept = [s for s in ids if complete[s]]
         if len(kept) < 3:
             raise BrainlitDataError(f"only {len(kept)} subjects with imaging and {self.targets} in {self.cache_path}.")
@@ -202,13 +217,35 @@ class FMRIDataModule(L.LightningDataModule):
         train, test = folds[self.fold]
         return [ids[i] for i in train], [ids[i] for i in test]
 
-    def setup(self, stage: str | None = None) -> None:
-        """Seeded subject-disjoint folds; target scaling fit on the training subjects only."""
-        ids, y = self._kept_subjects()
+    def _computed_splits(self, ids: list[str], y: pd.DataFrame) -> dict[str, list[str]]:
         trainval, test = self._folds(ids, y)
         n_val = max(1, round(self.val_fraction * len(trainval)))
         train, val = train_test_split(trainval, test_size=n_val, random_state=self.seed)
-        self.splits = {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+        return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+    def _file_splits(self, ids: list[str]) -> dict[str, list[str]]:
+        """Splits read from ``split_file``; unknown split names and empty training sets are errors."""
+        try:
+            table = pd.read_csv(self.split_file)
+        except (OSError, ValueError) as err:
+            raise BrainlitDataError(f"data.split_file {self.split_file} cannot be read: {err}") from err
+        if not {"subject_id", "split"} <= set(table.columns):
+            raise BrainlitDataError(f"data.split_file {self.split_file} needs columns subject_id and split.")
+        unknown = set(table["split"]) - {"train", "val", "test"}
+        if unknown:
+            raise BrainlitDataError(f"data.split_file {self.split_file}: unknown split(s) {sorted(unknown)}.")
+        kept = set(ids)
+        splits = {name: sorted(set(table.loc[table["split"] == name, "subject_id"]) & kept)
+                  for name in ("train", "val", "test")}
+        if not splits["train"]:
+            raise BrainlitDataError(f"data.split_file {self.split_file} lists no training subject of {self.cache_path}.")
+        return splits
+
+    def setup(self, stage: str | None = None) -> None:
+        """Seeded subject-disjoint folds; target scaling fit on the training subjects only."""
+        ids, y = self._kept_subjects()
+        self.splits = self._file_splits(ids) if self.split_file else self._computed_splits(ids, y)
+        train, val, test = self.splits["train"], self.splits["val"], self.splits["test"]
         train_y = y.loc[self.splits["train"]].to_numpy(np.float64)
         self.target_mean = train_y.mean(0).astype(np.float32) if self.targets else np.zeros(0, np.float32)
         std = train_y.std(0) if self.targets else np.ones(0)
@@ -237,7 +274,8 @@ class FMRIDataModule(L.LightningDataModule):
         if not ids:
             raise BrainlitDataError("this split is empty: with data.n_folds 1 there is no test set.")
         targets = self._y.loc[ids].to_numpy(np.float32) if self.targets else np.zeros((len(ids), 0), np.float32)
-        dataset = SubjectDataset(self.reader, ids, targets, self.n_timepoints, self.crop_len if train else None)
+        crop, repeats = (self.crop_len, self.crops_per_subject) if train else (None, 1)
+        dataset = SubjectDataset(self.reader, ids, targets, self.n_timepoints, crop, repeats)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=train and len(ids) > self.batch_size,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
