@@ -27,7 +27,7 @@ TRAINER_DEFAULTS = {
 class BrainlitCLI(LightningCLI):
     """LightningCLI over :class:`FMRIDataModule` and any :class:`BrainTask`.
 
-    Sizes the data knows (``n_rois``, ``crop_len``, target names) are linked into the
+    Sizes the data knows (``n_rois``, the TR, ``crop_len``, target names) are linked into the
     model, so a config never states them twice.
     """
 
@@ -47,6 +47,7 @@ class BrainlitCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Link data-derived sizes into the model."""
         parser.link_arguments("data.n_rois", "model.init_args.n_rois", apply_on="instantiate")
+        parser.link_arguments("data.repetition_time", "model.init_args.t_r", apply_on="instantiate")
         parser.link_arguments("data.crop_len", "model.init_args.crop_len", apply_on="parse")
         parser.link_arguments("data.targets", "model.init_args.target_names", apply_on="parse")
 

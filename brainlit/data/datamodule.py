@@ -162,6 +162,15 @@ class FMRIDataModule(L.LightningDataModule):
         return self._ensure_cache().n_rois
 
     @property
+    def repetition_time(self) -> float | None:
+        """Cohort TR in seconds: ``t_r`` when configured, else the first cached subject's."""
+        if self.parcellator.t_r:
+            return float(self.parcellator.t_r)
+        reader = self._ensure_cache()
+        t_r = reader.h5["subjects"][reader.subject_ids[0]]["timeseries"].attrs.get("t_r")
+        return float(t_r) if t_r is not None and t_r == t_r else None
+
+    @property
     def target_names(self) -> list[str]:
         """The regressed phenotypes."""
         return self.targets

@@ -203,26 +203,26 @@ class BrainRegressor(nn.Module):
         cls,
         n_rois: int,
         n_targets: int,
-        encoder: Any,
+        encoder: dict[str, Any],
         moe: Any,
         ssm: Any,
         head_dropout: float = 0.1,
         fc_readout: bool = False,
         fc_dropout: float = 0.0,
     ) -> BrainRegressor:
-        """Build from the grouped config dataclasses (``EncoderSpec``, ``MoESpec``, ``SSMSpec``).
+        """Build from the encoder's arguments and the grouped ``MoESpec`` and ``SSMSpec`` dataclasses.
 
         Args:
             n_rois: Number of ROIs.
             n_targets: Number of regressed targets.
-            encoder: Dataclass whose fields are PatchEncoder arguments.
+            encoder: PatchEncoder arguments other than ``n_rois`` (``patch_len``, ``d_model`` ...).
             moe: Dataclass of RandomWalkMoE arguments (``dropout`` becomes ``moe_dropout``).
             ssm: Dataclass with ``layers``, ``d_state``, ``d_conv``, ``expand``, ``backend``, ``sequence``.
             head_dropout: Dropout before the linear head.
             fc_readout: Add the linear FC read-out beside the SSM.
             fc_dropout: Dropout on the FC read-out's features.
         """
-        kwargs = dict(dataclasses.asdict(encoder))
+        kwargs = dict(encoder)
         kwargs.update({_MOE_RENAMES.get(k, k): v for k, v in dataclasses.asdict(moe).items()})
         kwargs.update({_SSM_RENAMES.get(k, k): v for k, v in dataclasses.asdict(ssm).items()})
         return cls(

@@ -18,7 +18,7 @@ from brainlit.baselines.fillers import SpatialRidgeFiller, interpolate_fill, zer
 from brainlit.models.lmae import LocalMaskedAutoencoder
 from brainlit.tasks.base import BrainTask
 from brainlit.tasks.figures import log_reconstruction
-from brainlit.tasks.specs import EncoderSpec, as_spec, spec_dict
+from brainlit.tasks.specs import EncoderSpec, as_spec, encoder_args, resolve_patch_len, spec_dict
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class LMAEPretrainer(BrainTask):
         weight_decay: AdamW weight decay on weight matrices.
         warmup_fraction: Fraction of all steps spent in linear warm-up.
         figure_rois: ROIs drawn in the reconstruction figure of the first validation batch.
+        t_r: Cohort TR in seconds (linked from the datamodule); used by ``encoder.patch_seconds``.
     """
 
     def __init__(
@@ -97,15 +98,16 @@ class LMAEPretrainer(BrainTask):
         weight_decay: float = 0.05,
         warmup_fraction: float = 0.05,
         figure_rois: int = 4,
+        t_r: float | None = None,
     ) -> None:
         super().__init__()
-        encoder = as_spec(encoder, EncoderSpec)
+        encoder = resolve_patch_len(as_spec(encoder, EncoderSpec), t_r)
         self.save_hyperparameters(ignore=["encoder"])
         self.hparams["encoder"] = spec_dict(encoder)  # a plain dict keeps checkpoints portable
         self.lr, self.weight_decay, self.warmup_fraction = lr, weight_decay, warmup_fraction
         self.model = LocalMaskedAutoencoder(
             n_rois=n_rois,
-            **spec_dict(encoder),
+            **encoder_args(encoder),
             decoder_dim=decoder_dim,
             decoder_depth=decoder_depth,
             mask_ratio=mask_ratio,

@@ -15,7 +15,15 @@ from torchmetrics.aggregation import CatMetric
 from brainlit.models.predictor import BrainRegressor
 from brainlit.tasks.base import BrainTask, decay_groups
 from brainlit.tasks.figures import log_expert_maps, log_prediction_scatter
-from brainlit.tasks.specs import EncoderSpec, MoESpec, SSMSpec, as_spec, spec_dict
+from brainlit.tasks.specs import (
+    EncoderSpec,
+    MoESpec,
+    SSMSpec,
+    as_spec,
+    encoder_args,
+    resolve_patch_len,
+    spec_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +109,7 @@ class RegressionTask(BrainTask):
         lr: Peak learning rate.
         weight_decay: AdamW weight decay on weight matrices.
         warmup_fraction: Fraction of all steps spent in linear warm-up.
+        t_r: Cohort TR in seconds (linked from the datamodule); used by ``encoder.patch_seconds``.
     """
 
     def __init__(
@@ -123,11 +132,12 @@ class RegressionTask(BrainTask):
         lr: float = 1e-3,
         weight_decay: float = 0.05,
         warmup_fraction: float = 0.05,
+        t_r: float | None = None,
     ) -> None:
         super().__init__()
         if not target_names:
             raise ValueError("RegressionTask needs at least one target: set data.targets, e.g. [age].")
-        encoder, weights = as_spec(encoder, EncoderSpec), None
+        encoder, weights = resolve_patch_len(as_spec(encoder, EncoderSpec), t_r), None
         if pretrained:
             encoder, weights = load_lmae_checkpoint(pretrained)
             log.info("Encoder architecture and weights from %s: %s", pretrained, encoder)
@@ -136,7 +146,7 @@ class RegressionTask(BrainTask):
         self.hparams.update(encoder=spec_dict(encoder), moe=spec_dict(moe), ssm=spec_dict(ssm))
         self.lr, self.weight_decay, self.warmup_fraction = lr, weight_decay, warmup_fraction
         self.model = BrainRegressor.from_specs(
-            n_rois, len(target_names), encoder, moe, ssm, head_dropout, fc_readout, fc_dropout
+            n_rois, len(target_names), encoder_args(encoder), moe, ssm, head_dropout, fc_readout, fc_dropout
         )
         if weights is not None:
             self.model.load_pretrained_encoder(weights)

@@ -9,7 +9,7 @@ Each dataclass maps one-to-one to a block of a task's config, e.g.::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 
@@ -27,6 +27,9 @@ class EncoderSpec:
         max_patches: Longest sequence of patches per ROI the position table covers.
         attention: ``factorized`` (across ROIs within a patch, then across patches within a
             ROI: cost ``O(R P (R + P))``) or ``joint`` (all tokens: ``O((R P)^2)``).
+        patch_seconds: Patch duration in seconds; when set, ``patch_len`` becomes
+            ``max(1, round(patch_seconds / TR))`` with the cohort's TR, so a TR 0.72 s cohort
+            gets HRF-length patches (16 s -> 22 volumes) without hand-tuning ``patch_len``.
     """
 
     patch_len: int = 8
@@ -37,6 +40,7 @@ class EncoderSpec:
     dropout: float = 0.0
     max_patches: int = 128
     attention: Literal["joint", "factorized"] = "factorized"
+    patch_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,23 @@ class SSMSpec:
     sequence: Literal["patch", "roi_major"] = "patch"
     roi_pool: Literal["linear", "mean"] = "linear"
     roi_dim: int = 8
+
+
+def resolve_patch_len(spec: EncoderSpec, t_r: float | None) -> EncoderSpec:
+    """``spec`` with ``patch_len`` set from ``patch_seconds`` and the TR (unchanged without it)."""
+    if spec.patch_seconds is None:
+        return spec
+    if not t_r or t_r <= 0:
+        raise ValueError(
+            "encoder.patch_seconds needs the cohort's TR: set data.t_r, or give encoder.patch_len "
+            "in time points instead."
+        )
+    return replace(spec, patch_len=max(1, round(spec.patch_seconds / t_r)))
+
+
+def encoder_args(spec: EncoderSpec) -> dict[str, Any]:
+    """The :class:`~brainlit.models.encoder.PatchEncoder` arguments of a (resolved) spec."""
+    return {k: v for k, v in asdict(spec).items() if k != "patch_seconds"}
 
 
 def as_spec(value: Any, cls: type) -> Any:

@@ -5,7 +5,7 @@ import torch
 
 from brainlit.models.lmae import LocalMaskedAutoencoder
 from brainlit.models.predictor import BrainRegressor
-from brainlit.tasks.specs import EncoderSpec, MoESpec, SSMSpec
+from brainlit.tasks.specs import EncoderSpec, MoESpec, SSMSpec, encoder_args
 
 TINY = {
     "patch_len": 8, "d_model": 32, "depth": 1, "n_heads": 2, "n_experts": 4, "top_k": 2,
@@ -76,7 +76,7 @@ def test_parameter_split_covers_every_parameter_once():
 
 def test_from_specs_maps_the_config_blocks():
     model = BrainRegressor.from_specs(
-        8, 2, EncoderSpec(d_model=32, depth=1, n_heads=2), MoESpec(n_experts=3, dropout=0.2),
+        8, 2, encoder_args(EncoderSpec(d_model=32, depth=1, n_heads=2)), MoESpec(n_experts=3, dropout=0.2),
         SSMSpec(layers=3, backend="torch", sequence="roi_major"), head_dropout=0.0,
     )  # fmt: skip
     assert len(model.ssm) == 3 and model.sequence == "roi_major"

@@ -66,3 +66,13 @@ def test_predictions_come_back_in_original_units():
 def test_regression_needs_a_target():
     with pytest.raises(ValueError, match="data.targets"):
         RegressionTask(n_rois=6, target_names=[])
+
+
+def test_patch_seconds_sets_patch_len_from_the_cohort_tr():
+    spec = EncoderSpec(d_model=16, depth=1, n_heads=2, patch_seconds=16.0)
+    fast = LMAEPretrainer(n_rois=6, encoder=spec, t_r=0.72)
+    assert fast.hparams.encoder["patch_len"] == 22 and fast.model.encoder.patch_len == 22
+    slow = RegressionTask(n_rois=6, target_names=["age"], encoder=spec, t_r=2.0)
+    assert slow.model.encoder.patch_len == 8
+    with pytest.raises(ValueError, match="data.t_r"):
+        LMAEPretrainer(n_rois=6, encoder=spec, t_r=None)
