@@ -32,7 +32,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
-from brainlit.data.parcellate import Parcellator, read_tr
+from brainlit.data.parcellate import Parcellator, run_tr
 from brainlit.data.sources import SubjectRecord
 from brainlit.errors import BrainlitDataError
 
@@ -59,7 +59,7 @@ class CacheReport:
 
 def source_fingerprint(record: SubjectRecord) -> str:
     """Size and modification time of every input file of a subject."""
-    paths = [p for p in (record.bold_path, record.confounds_path, record.timeseries_path) if p]
+    paths = record.input_files
     return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
 
 
@@ -132,14 +132,14 @@ def _write(h5: h5py.File, record: SubjectRecord, series: np.ndarray, t_r: float)
 
 
 def cohort_tr(records: list[SubjectRecord], t_r: float | None) -> float | None:
-    """The configured TR, else the most common header TR among the runs."""
-    if t_r or not any(r.bold_path for r in records):
+    """The configured TR, else the most common TR the runs declare (header or array sidecar)."""
+    if t_r:
         return t_r
     trs = Counter()
     for record in records:
         try:
-            trs[round(read_tr(record.bold_path), 3)] += 1
-        except Exception:  # unreadable runs are reported when parcellated
+            trs[round(run_tr(record), 3)] += 1
+        except Exception:  # unreadable runs, and arrays without a TR, are reported when parcellated
             continue
     return trs.most_common(1)[0][0] if trs else None
 

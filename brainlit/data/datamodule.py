@@ -13,6 +13,7 @@ import torch
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset
 
+from brainlit.data.arrays import ArrayLayout
 from brainlit.data.cache import CacheReader, CacheReport, build_cache
 from brainlit.data.parcellate import Confounds, Parcellator
 from brainlit.data.sources import Layout, discover_subjects, load_phenotypes
@@ -61,7 +62,8 @@ class FMRIDataModule(L.LightningDataModule):
         bold_glob: Glob under root for the BOLD runs; overrides the layout's patterns.
         phenotypes_path: One phenotype table to use instead of those found under root.
         sphere_radius: Sphere radius (mm) for coordinate atlases.
-        confounds: Confound strategy when fMRIPrep confounds exist (none/motion/simple/scrubbing).
+        confounds: Confound strategy when fMRIPrep confounds exist (none/motion/simple/scrubbing/
+            compcor): nilearn's ``load_confounds`` strategies, mapped in :mod:`brainlit.data.confounds`.
         global_signal: Also regress out the global signal.
         detrend: Remove linear trends.
         standardize: z-score each ROI series over time at cache time.
@@ -87,6 +89,10 @@ class FMRIDataModule(L.LightningDataModule):
             folds: subjects it does not list are left out (``n_folds``, ``fold`` and
             ``val_fraction`` are then unused). The experiment runner uses it to pretrain on a
             fold's training subjects only.
+        array_key: ``layout: arrays``: the variable (``.mat``) or dataset (HDF5) holding each
+            subject's series; null takes the file's only numeric matrix.
+        array_layout: ``layout: arrays``: ``TR`` (time points x ROIs) or ``RT``. An array that
+            looks stored the other way round is rejected with a message naming this option.
     """
 
     def __init__(
@@ -119,6 +125,8 @@ class FMRIDataModule(L.LightningDataModule):
         predict_split: Literal["test", "all"] = "all",
         crops_per_subject: int = 1,
         split_file: str | None = None,
+        array_key: str | None = None,
+        array_layout: ArrayLayout = "TR",
     ) -> None:
         super().__init__()
         if not 0 <= fold < max(n_folds, 1):
@@ -126,7 +134,8 @@ class FMRIDataModule(L.LightningDataModule):
         self.root, self.layout, self.bold_glob, self.phenotypes_path = Path(root), layout, bold_glob, phenotypes_path
         self.cache_path = Path(cache_path) if cache_path else self.root / "brainlit_cache.h5"
         self.parcellator = Parcellator(atlas, sphere_radius, confounds, global_signal, detrend,
-                                       standardize, low_pass, high_pass, t_r, min_timepoints)
+                                       standardize, low_pass, high_pass, t_r, min_timepoints,
+                                       array_key, array_layout)
         self.on_error, self.n_jobs = on_error, n_jobs
         self.targets = ["age"] if targets is None else list(targets)
         self.n_folds, self.fold, self.val_fraction, self.seed = n_folds, fold, val_fraction, seed
@@ -145,7 +154,8 @@ class FMRIDataModule(L.LightningDataModule):
     def prepare_data(self) -> CacheReport:
         """Build or update the cache (a no-op for unchanged inputs); returns the report."""
         self.reader.close()
-        records = discover_subjects(self.root, self.layout, self.bold_glob, self.phenotypes_path)
+        records = discover_subjects(self.root, self.layout, self.bold_glob, self.phenotypes_path,
+                                    **self.parcellator.discovery_options())
         phenotypes = load_phenotypes(self.root, self.phenotypes_path)
         report = build_cache(records, self.parcellator, self.cache_path, phenotypes, self.n_jobs, self.on_error)
         self._prepared, self._kept = True, None

@@ -13,16 +13,23 @@ import numpy as np
 import pandas as pd
 from nilearn import signal
 from nilearn.maskers import NiftiLabelsMasker, NiftiMapsMasker, NiftiSpheresMasker
+from scipy import ndimage
 
-from brainlit.data.sources import SubjectRecord, load_array_timeseries
-from brainlit.errors import BrainlitDataError
+from brainlit.data.arrays import (
+    ArrayFileError,
+    ArrayLayout,
+    load_roi_array,
+    orientation_problem,
+    sidecar_tr,
+    transposed_message,
+)
+from brainlit.data.confounds import Confounds, load_run_confounds
+from brainlit.data.sources import SubjectRecord
+from brainlit.errors import BrainlitConfigError, BrainlitDataError
 
 log = logging.getLogger(__name__)
 
-Confounds = Literal["none", "motion", "simple", "scrubbing"]
-MOTION = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 BUNDLED_COORDS = ("power264", "dosenbach160", "seitzman300")
-FD_THRESHOLD_MM = 0.5
 
 
 def bundled_coordinates(name: str) -> np.ndarray:
@@ -48,6 +55,28 @@ def read_tr(path: Path) -> float:
     return tr / 1000.0 if unit == "msec" or tr > 100 else tr
 
 
+def run_tr(record: SubjectRecord) -> float | None:
+    """The TR a run declares: its NIfTI header, or its array's sidecar; None if neither says."""
+    if record.bold_path is not None:
+        return read_tr(record.bold_path)
+    return sidecar_tr(record.sidecar_path) if record.sidecar_path is not None else None
+
+
+def label_centres(atlas: str | Path) -> np.ndarray:
+    """ROI centres ``[R, 3]`` (world mm) of a labels atlas, one per label the masker extracts.
+
+    NiftiLabelsMasker extracts every label but the background 0, in sorted order; each centre
+    is the centre of mass of that label's voxels. (nilearn's ``find_parcellation_cut_coords``
+    drops the smallest label instead of label 0 when an atlas has no background.)
+    """
+    img = nib.load(str(atlas))
+    data = np.asanyarray(img.dataobj).reshape(img.shape[:3])
+    labels = np.unique(data[data != 0])
+    index = np.where(data != 0, np.searchsorted(labels, data) + 1, 0)
+    voxels = ndimage.center_of_mass(np.ones(data.shape), index, np.arange(1, len(labels) + 1))
+    return nib.affines.apply_affine(img.affine, np.asarray(voxels, float).reshape(-1, 3))
+
+
 class Parcellator:
     """Turns one subject's run into a cleaned ``[R, T]`` float32 ROI time series.
 
@@ -56,17 +85,24 @@ class Parcellator:
             CSV/TSV of x,y,z sphere centres, or one of ``power264``/``dosenbach160``/
             ``seitzman300`` (bundled with nilearn). None means ``power264``.
         sphere_radius: Sphere radius in mm for coordinate atlases.
-        confounds: Regressors from the fMRIPrep confounds file when there is one: ``motion``
-            (6 parameters + derivatives), ``simple`` (motion + WM + CSF), ``scrubbing``
-            (simple, and volumes with framewise displacement > 0.5 mm are removed).
+        confounds: Regressors from the fMRIPrep confounds file when there is one, chosen by
+            nilearn: ``motion`` (6 parameters + derivatives), ``simple``, ``scrubbing``
+            (volumes with high motion removed) or ``compcor``; the mapping is in
+            :mod:`brainlit.data.confounds`.
         global_signal: Also regress out the global signal.
         detrend: Remove linear trends.
         standardize: z-score each ROI series over time.
         low_pass: Low-pass cut-off in Hz (None: off).
         high_pass: High-pass cut-off in Hz (None: off).
-        t_r: Expected TR in seconds; a run whose header TR differs by more than 1 % is
-            rejected. None takes each run's header TR.
+        t_r: Expected TR in seconds; a run whose TR (NIfTI header, or the ``RepetitionTime``
+            of an array's sidecar JSON) differs by more than 1 % is rejected. None takes each
+            run's own TR.
         min_timepoints: Runs with fewer volumes are rejected.
+        array_key: Variable/dataset holding the series in ``.mat``/HDF5 arrays; None takes
+            the file's only numeric matrix.
+        array_layout: How arrays are stored: ``TR`` (time points x ROIs) or ``RT``. An array
+            that looks stored the other way round is rejected with a message that says so
+            (the rule is in :mod:`brainlit.data.arrays`).
     """
 
     def __init__(
@@ -81,38 +117,55 @@ class Parcellator:
         high_pass: float | None = None,
         t_r: float | None = None,
         min_timepoints: int = 100,
+        array_key: str | None = None,
+        array_layout: ArrayLayout = "TR",
     ) -> None:
         self.atlas = atlas or "power264"
         self.params = {
             "atlas": self.atlas, "sphere_radius": sphere_radius, "confounds": confounds,
             "global_signal": global_signal, "detrend": detrend, "standardize": standardize,
             "low_pass": low_pass, "high_pass": high_pass, "t_r": t_r, "min_timepoints": min_timepoints,
+            "array_key": array_key, "array_layout": array_layout,
         }
         self.t_r, self.min_timepoints = t_r, min_timepoints
+
+    def check_atlas(self) -> None:
+        """Raise :class:`BrainlitConfigError` now if the atlas is not a bundled name or a file."""
+        if self.atlas not in BUNDLED_COORDS and not Path(self.atlas).is_file():
+            raise BrainlitConfigError(
+                f"atlas {self.atlas} not found: set --data.atlas to a labels or maps NIfTI, a "
+                f"coordinates table (x, y, z columns) or one of {', '.join(BUNDLED_COORDS)}.")
 
     @property
     def atlas_kind(self) -> Literal["labels", "maps", "coords"]:
         """What kind of atlas was given."""
         if self.atlas in BUNDLED_COORDS or Path(self.atlas).suffix in (".csv", ".tsv", ".txt"):
             return "coords"
-        if not Path(self.atlas).is_file():
-            raise BrainlitDataError(f"atlas {self.atlas} not found: give a NIfTI, a coordinates table or {BUNDLED_COORDS}.")
+        self.check_atlas()
         return "maps" if len(nib.load(self.atlas).shape) == 4 else "labels"
 
     def fingerprint(self) -> str:
-        """Hash of the atlas file bytes and every masker parameter: the cache key."""
+        """Hash of the atlas file bytes and every masker parameter: the cache key.
+
+        Checks the atlas first: a cache is never keyed on, or built from, a missing one.
+        """
+        self.check_atlas()
         digest = hashlib.sha256(json.dumps(self.params, sort_keys=True).encode())
         if Path(self.atlas).is_file():
             digest.update(Path(self.atlas).read_bytes())
         return digest.hexdigest()
 
+    def discovery_options(self) -> dict:
+        """What :func:`~brainlit.data.sources.discover_subjects` checks the cohort against."""
+        return {k: self.params[k] for k in ("array_key", "array_layout", "confounds", "global_signal")}
+
     def coordinates(self) -> np.ndarray:
-        """ROI centres ``[R, 3]`` in world mm, for brain maps."""
+        """ROI centres ``[R, 3]`` in world mm, one per extracted ROI in the same order."""
         from nilearn import plotting
 
         kind = self.atlas_kind
         if kind == "labels":
-            return np.asarray(plotting.find_parcellation_cut_coords(self.atlas), float)
+            return label_centres(self.atlas)
         if kind == "maps":
             return np.asarray(plotting.find_probabilistic_atlas_cut_coords(self.atlas), float)
         if self.atlas in BUNDLED_COORDS:
@@ -123,7 +176,7 @@ class Parcellator:
     def _masker(self, t_r: float):  # noqa: ANN202 - one of three nilearn maskers
         p = self.params
         common = dict(
-            detrend=p["detrend"], standardize="zscore_sample" if p["standardize"] else False,
+            detrend=p["detrend"], standardize="zscore_sample" if p["standardize"] else None,
             low_pass=p["low_pass"], high_pass=p["high_pass"], t_r=t_r,
         )
         kind = self.atlas_kind
@@ -148,7 +201,7 @@ class Parcellator:
         img = load_bold(record)
         t_r = read_tr(record.bold_path)
         self._check_run(record, img.shape[3], t_r, expected_tr)
-        confounds, sample_mask = self._confounds(record)
+        confounds, sample_mask = self._confounds(record, img.shape[3])
         masker = self._masker(expected_tr or t_r)
         try:
             return masker.fit_transform(img, confounds=confounds, sample_mask=sample_mask), t_r
@@ -160,46 +213,62 @@ class Parcellator:
             )) from error
 
     def _from_array(self, record: SubjectRecord, expected_tr: float | None) -> tuple[np.ndarray, float]:
-        try:
-            series = load_array_timeseries(record.timeseries_path)
-        except (OSError, ValueError) as error:
-            raise BrainlitDataError(_msg(record, f"unreadable array ({error})", "re-export it as [T, R]")) from error
-        if series.ndim != 2:
-            raise BrainlitDataError(_msg(record, f"array of shape {series.shape}, expected [T, R]", "re-export it as [T, R]"))
+        series, sidecar_t_r = self._read_array(record)
+        self._check_orientation(record, series.shape)
         if not np.isfinite(series).all():
             raise BrainlitDataError(_msg(record, "NaN/Inf in the series", "fix or drop this subject"))
-        t_r = expected_tr or float("nan")
+        t_r = sidecar_t_r or expected_tr or float("nan")
         self._check_run(record, series.shape[0], t_r, expected_tr)
         p = self.params
         cleaned = signal.clean(
-            series, detrend=p["detrend"], standardize="zscore_sample" if p["standardize"] else False,
-            low_pass=p["low_pass"], high_pass=p["high_pass"], t_r=expected_tr,
+            series, detrend=p["detrend"], standardize="zscore_sample" if p["standardize"] else None,
+            low_pass=p["low_pass"], high_pass=p["high_pass"], t_r=expected_tr or sidecar_t_r,
         )
         return cleaned, t_r
+
+    def _read_array(self, record: SubjectRecord) -> tuple[np.ndarray, float | None]:
+        """The ``[T, R]`` series of an array file and its sidecar TR (None without one)."""
+        try:
+            series = load_roi_array(record.timeseries_path, self.params["array_key"], self.params["array_layout"])
+            return series, sidecar_tr(record.sidecar_path) if record.sidecar_path else None
+        except ArrayFileError as error:
+            raise BrainlitDataError(f"{_where(record)}: {error}.") from error
+        except (OSError, ValueError) as error:
+            raise BrainlitDataError(_msg(record, f"unreadable array ({error})", "re-export it as [T, R]")) from error
+
+    def _check_orientation(self, record: SubjectRecord, shape: tuple[int, int]) -> None:
+        reason = orientation_problem(shape, record.cohort_n_rois, self.min_timepoints)
+        if reason:
+            raise BrainlitDataError(f"{_where(record)}: {transposed_message(shape, self.params['array_layout'], reason)}.")
+        if record.cohort_n_rois and shape[1] != record.cohort_n_rois:
+            raise BrainlitDataError(_msg(
+                record, f"{shape[1]} ROIs where the cohort's other arrays have {record.cohort_n_rois}",
+                "re-export it with the cohort's atlas or drop this subject"))
 
     def _check_run(self, record: SubjectRecord, n_volumes: int, t_r: float, expected_tr: float | None) -> None:
         if n_volumes < self.min_timepoints:
             raise BrainlitDataError(_msg(record, f"run too short: {n_volumes} volumes < min_timepoints {self.min_timepoints}", "lower data.min_timepoints or drop this subject"))
         if expected_tr and not abs(t_r - expected_tr) <= 0.01 * expected_tr:
-            raise BrainlitDataError(_msg(record, f"TR {t_r:.3f} s differs from the cohort's {expected_tr:.3f} s", "resample the run or set data.t_r"))
+            source = f" (RepetitionTime in {record.sidecar_path})" if record.bold_path is None else ""
+            raise BrainlitDataError(_msg(record, f"TR {t_r:.3f} s{source} differs from the cohort's {expected_tr:.3f} s", "resample the run, fix its TR or set data.t_r"))
 
-    def _confounds(self, record: SubjectRecord) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _confounds(self, record: SubjectRecord, n_volumes: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """nilearn's regressors and sample mask for the run (see :mod:`brainlit.data.confounds`)."""
         strategy = self.params["confounds"]
         if strategy == "none" or record.confounds_path is None:
-            if strategy != "none":
-                log.warning("%s: no confounds file next to %s; not denoised", record.subject_id, record.bold_path)
+            if strategy != "none":  # the cohort's count is in discovery's warning
+                log.debug("%s: no confounds file next to %s; not denoised", record.subject_id, record.bold_path)
             return None, None
-        table = pd.read_csv(record.confounds_path, sep="\t", na_values=["n/a"])
-        columns = [*MOTION, *(f"{m}_derivative1" for m in MOTION)]
-        columns += ["white_matter", "csf"] if strategy in ("simple", "scrubbing") else []
-        columns += ["global_signal"] if self.params["global_signal"] else []
-        missing = [c for c in columns if c not in table]
-        if missing:
-            raise BrainlitDataError(_msg(record, f"confounds file {record.confounds_path} lacks {missing}", "use data.confounds: none or regenerate confounds"))
-        sample_mask = None
-        if strategy == "scrubbing" and "framewise_displacement" in table:
-            sample_mask = np.flatnonzero(~(table["framewise_displacement"].fillna(0) > FD_THRESHOLD_MM).to_numpy())
-        return table[columns].fillna(0.0).to_numpy(float), sample_mask
+        try:
+            regressors, sample_mask = load_run_confounds(record.confounds_path, strategy, self.params["global_signal"])
+        except (OSError, ValueError, KeyError) as error:
+            detail = " ".join(str(error).split())[:240]
+            raise BrainlitDataError(_msg(record, f"confounds file {record.confounds_path} cannot serve data.confounds {strategy} ({detail})", "choose another data.confounds or regenerate the confounds")) from error
+        if len(regressors) != n_volumes:
+            raise BrainlitDataError(_msg(record, f"confounds file {record.confounds_path} has {len(regressors)} rows for {n_volumes} volumes", "use the confounds of this run"))
+        if sample_mask is not None and len(sample_mask) < self.min_timepoints:
+            raise BrainlitDataError(_msg(record, f"scrubbing keeps {len(sample_mask)} of {n_volumes} volumes, under min_timepoints {self.min_timepoints}", "drop this subject or lower data.min_timepoints"))
+        return regressors, sample_mask
 
 
 def load_bold(record: SubjectRecord) -> nib.Nifti1Image:
@@ -217,5 +286,9 @@ def load_bold(record: SubjectRecord) -> nib.Nifti1Image:
     return nib.Nifti1Image(data, img.affine, img.header)
 
 
+def _where(record: SubjectRecord) -> str:
+    return f"{record.subject_id} ({record.source})"
+
+
 def _msg(record: SubjectRecord, problem: str, action: str) -> str:
-    return f"{record.subject_id} ({record.source}): {problem}; {action}."
+    return f"{_where(record)}: {problem}; {action}."

@@ -1,7 +1,10 @@
 """Find one resting-state run per subject and its phenotypes under a dataset root.
 
 Layouts: BIDS raw, fMRIPrep derivatives, a Cam-CAN release tree (fMRIPrep derivatives plus
-``standard_data.csv`` and ``Cattell_summary.txt``) and folders of pre-extracted ROI time series.
+``standard_data.csv`` and ``Cattell_summary.txt``) and folders of pre-extracted ROI time series
+(:mod:`brainlit.data.arrays`). Problems that concern the whole cohort (a missing root or
+phenotype file, arrays stored the other way round, confounds files that cannot serve the
+strategy) are found here, once, before any subject is processed.
 """
 
 from __future__ import annotations
@@ -13,17 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 
-from brainlit.errors import BrainlitDataError
+from brainlit.data.arrays import (
+    ARRAY_SUFFIXES,
+    ArrayLayout,
+    as_time_by_roi,
+    cohort_looks_transposed,
+    cohort_roi_count,
+    is_brainlit_output,
+    sidecar_path,
+    stored_shape,
+)
+from brainlit.data.confounds import Confounds, check_cohort_confounds
+from brainlit.errors import BrainlitConfigError, BrainlitDataError
 
 log = logging.getLogger(__name__)
 
 Layout = Literal["auto", "bids", "fmriprep", "arrays"]
 FMRIPREP_GLOBS = ("sub-*/**/func/sub-*_task-*_space-*_desc-preproc_bold.nii*",)
 BIDS_GLOBS = ("sub-*/**/func/sub-*_task-*_bold.nii*",)
-ARRAY_SUFFIXES = (".npy", ".tsv", ".csv")
 PHENOTYPE_FILES = ("participants.tsv", "standard_data.csv", "participant_data.csv")
 CATTELL = "cc700-scored/Cattell/release001/summary/Cattell_summary.txt"
 ID_COLUMNS = ("participant_id", "ccid", "observations", "subject_id", "subject")
@@ -39,8 +51,11 @@ class SubjectRecord:
         subject_id: BIDS-style id, always ``sub-<label>`` (``CC110033`` -> ``sub-CC110033``).
         bold_path: 4-D BOLD NIfTI, or None for pre-extracted series.
         confounds_path: fMRIPrep confounds TSV next to the run, if any.
-        timeseries_path: Pre-extracted ``[T, R]`` array file, if any.
+        timeseries_path: Pre-extracted ROI time series file, if any.
         phenotypes: Phenotype values; NaN where missing (never 0).
+        sidecar_path: BIDS-style ``<stem>.json`` next to an array file (its TR), if any.
+        cohort_n_rois: ROI count most of the cohort's arrays share, for the orientation check
+            (see :mod:`brainlit.data.arrays`); None when unknown.
     """
 
     subject_id: str
@@ -48,11 +63,19 @@ class SubjectRecord:
     confounds_path: Path | None = None
     timeseries_path: Path | None = None
     phenotypes: dict[str, float] = field(default_factory=dict)
+    sidecar_path: Path | None = None
+    cohort_n_rois: int | None = None
 
     @property
     def source(self) -> Path:
         """The file the subject's time series comes from."""
         return self.bold_path or self.timeseries_path  # type: ignore[return-value]
+
+    @property
+    def input_files(self) -> list[Path]:
+        """Every file the subject's cached series depends on."""
+        paths = (self.bold_path, self.confounds_path, self.timeseries_path, self.sidecar_path)
+        return [p for p in paths if p is not None]
 
 
 def subject_id(raw: object) -> str:
@@ -132,6 +155,10 @@ def read_phenotype_table(path: Path) -> pd.DataFrame:
 
 def load_phenotypes(root: Path, phenotypes_path: str | Path | None = None) -> pd.DataFrame:
     """Join every phenotype file found under ``root`` (or the one given) on subject_id."""
+    if phenotypes_path and not Path(phenotypes_path).is_file():
+        raise BrainlitConfigError(
+            f"phenotype file {phenotypes_path} not found: set --data.phenotypes_path to an existing "
+            f"TSV/CSV, or leave it unset to use {', '.join(PHENOTYPE_FILES)} under the data root.")
     paths = [Path(phenotypes_path)] if phenotypes_path else [
         p for p in (*(root / n for n in PHENOTYPE_FILES), root / CATTELL) if p.is_file()
     ]
@@ -162,22 +189,28 @@ def _task(path: Path) -> str:
 
 
 def _confounds(bold: Path) -> Path | None:
-    """fMRIPrep's confounds TSV of a preprocessed run (named without or with the space entity)."""
+    """fMRIPrep's confounds TSV of a preprocessed run.
+
+    Named without or with the space entity, ``_timeseries.tsv`` (fMRIPrep >= 20.2) or
+    ``_regressors.tsv`` (older releases), as nilearn's ``load_confounds`` looks for it.
+    """
     stem = bold.name.split("_desc-preproc")[0]
-    for prefix in (re.sub(r"_space-[^_]+", "", stem), stem):
-        candidate = bold.with_name(f"{prefix}_desc-confounds_timeseries.tsv")
-        if candidate.is_file():
-            return candidate
+    for suffix in ("timeseries", "regressors"):
+        for prefix in (re.sub(r"_space-[^_]+", "", stem), stem):
+            candidate = bold.with_name(f"{prefix}_desc-confounds_{suffix}.tsv")
+            if candidate.is_file():
+                return candidate
     return None
 
 
 def _runs_by_subject(root: Path, layout: Layout, bold_glob: str | None) -> tuple[dict[str, list[Path]], str]:
     runs: dict[str, list[Path]] = {}
     if layout == "arrays":
+        not_runs = {"participants", "phenotypes", *(Path(n).stem for n in PHENOTYPE_FILES)}
         for path in sorted(root.iterdir()):
-            if path.suffix in ARRAY_SUFFIXES and path.stem not in ("participants", "phenotypes"):
+            if path.suffix in ARRAY_SUFFIXES and path.stem not in not_runs and not is_brainlit_output(path):
                 runs.setdefault(subject_id(path.stem), []).append(path)
-        return runs, "*.npy / *.tsv / *.csv"
+        return runs, " / ".join(f"*{s}" for s in ARRAY_SUFFIXES)
     paths, pattern = _bold_globs(root, layout, bold_glob)
     for path in paths:
         label = re.match(r"(sub-[^_/]+)", path.name)
@@ -190,45 +223,77 @@ def discover_subjects(
     layout: Layout = "auto",
     bold_glob: str | None = None,
     phenotypes_path: str | Path | None = None,
+    array_key: str | None = None,
+    array_layout: ArrayLayout = "TR",
+    confounds: Confounds = "none",
+    global_signal: bool = False,
 ) -> list[SubjectRecord]:
     """One record per subject with a run, phenotypes attached (NaN where missing).
 
     A subject with several matching runs keeps the first in sorted order; the others are
-    named in a warning. Raises :class:`BrainlitDataError` when no run is found.
+    named in a warning. Raises :class:`BrainlitConfigError` when the root, the phenotype file
+    or any run is missing, when the arrays look stored the other way round as a whole, or when
+    no confounds file can serve ``confounds``; warns once when confounds columns are computed.
+
+    Args:
+        root: Dataset root.
+        layout: ``auto``, ``bids``, ``fmriprep`` or ``arrays``.
+        bold_glob: Glob under root for the BOLD runs; overrides the layout's patterns.
+        phenotypes_path: One phenotype table to use instead of those found under root.
+        array_key: Variable/dataset of ``.mat``/HDF5 arrays (see :mod:`brainlit.data.arrays`).
+        array_layout: ``TR`` (``[T, R]``) or ``RT``: how the arrays are stored.
+        confounds: The parcellator's confound strategy, checked against the confounds files.
+        global_signal: Whether the global signal is regressed too.
     """
     root = Path(root)
     if not root.is_dir():
-        raise BrainlitDataError(f"data root {root} is not a folder: set --data.root to your dataset.")
+        raise BrainlitConfigError(f"data root {root} is not a folder: set --data.root to your dataset.")
     runs, pattern = _runs_by_subject(root, layout, bold_glob)
     if not runs:
-        raise BrainlitDataError(
+        raise BrainlitConfigError(
             f"no runs found under {root} (layout {layout!r}, searched {pattern}); "
             "check --data.root, or give --data.bold_glob / --data.layout arrays."
         )
     phenotypes = load_phenotypes(root, phenotypes_path)
-    records = []
     for sid, paths in sorted(runs.items()):
         if len(paths) > 1:
             log.warning("%s: duplicate runs, using %s and ignoring %s", sid, paths[0],
                         ", ".join(map(str, paths[1:])))
-        values = phenotypes.loc[sid].to_dict() if sid in phenotypes.index else {}
-        values = {k: float(v) for k, v in values.items() if not (isinstance(v, float) and math.isnan(v))}
-        path = paths[0]
-        arrays = layout == "arrays"
-        records.append(SubjectRecord(
-            sid, None if arrays else path, None if arrays else _confounds(path),
-            path if arrays else None, values,
-        ))
+    first = {sid: paths[0] for sid, paths in sorted(runs.items())}
+    if layout == "arrays":
+        records = _array_records(root, first, phenotypes, array_key, array_layout)
+    else:
+        records = [SubjectRecord(sid, path, _confounds(path), phenotypes=_values(phenotypes, sid))
+                   for sid, path in first.items()]
+        check_cohort_confounds([r.confounds_path for r in records], confounds, global_signal)
     log.info("Found %d subjects under %s", len(records), root)
     return records
 
 
-def load_array_timeseries(path: Path) -> np.ndarray:
-    """A pre-extracted ``[T, R]`` series from ``.npy``, ``.tsv`` or ``.csv``, as float32."""
-    if path.suffix == ".npy":
-        return np.load(path).astype(np.float32)
-    sep = "\t" if path.suffix == ".tsv" else ","
-    table = pd.read_csv(path, sep=sep, header=None)
-    if not np.issubdtype(table.dtypes.iloc[0], np.number):  # a header row
-        table = pd.read_csv(path, sep=sep)
-    return table.to_numpy(dtype=np.float32)
+def _values(phenotypes: pd.DataFrame, sid: str) -> dict[str, float]:
+    values = phenotypes.loc[sid].to_dict() if sid in phenotypes.index else {}
+    return {k: float(v) for k, v in values.items() if not (isinstance(v, float) and math.isnan(v))}
+
+
+def _array_records(root: Path, runs: dict[str, Path], phenotypes: pd.DataFrame,
+                   array_key: str | None, array_layout: ArrayLayout) -> list[SubjectRecord]:
+    """Records of array files, with the ROI count the cohort shares (orientation sign a)."""
+    shapes = {}
+    for sid, path in runs.items():
+        try:
+            shape = stored_shape(path, array_key)
+        except (OSError, ValueError, KeyError):  # reported when the subject is parcellated
+            continue
+        if len(shape) == 2:
+            shapes[sid] = as_time_by_roi(shape, array_layout)
+    if cohort_looks_transposed(list(shapes.values())):
+        n_t = next(iter(shapes.values()))[0]
+        other = "RT" if array_layout == "TR" else "TR"
+        raise BrainlitConfigError(
+            f"the arrays under {root} look transposed: read as [T, R] (data.array_layout "
+            f"{array_layout}) every one has {n_t} time points while their ROI counts differ, but "
+            f"an atlas gives every subject the same ROI count; set data.array_layout: {other}.")
+    n_rois = cohort_roi_count(list(shapes.values()))
+    return [SubjectRecord(sid, timeseries_path=path, phenotypes=_values(phenotypes, sid),
+                          sidecar_path=sidecar_path(path), cohort_n_rois=n_rois)
+            for sid, path in runs.items()]

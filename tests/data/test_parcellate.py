@@ -2,12 +2,14 @@
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
+from brainlit.data.cache import CacheReader, build_cache
 from brainlit.data.parcellate import Parcellator
 from brainlit.data.sources import SubjectRecord
 from brainlit.errors import BrainlitDataError
-from tests.data.conftest import AFFINE, labels_atlas, write_bold
+from tests.data.conftest import AFFINE, SHAPE, labels_atlas, write_bold
 
 
 def record(path, sid="sub-01"):
@@ -72,3 +74,20 @@ def test_atlas_outside_the_runs_field_of_view_names_the_atlas_and_the_fix(tmp_pa
     write_bold(path)  # a small grid near the origin: Power-264's spheres mostly miss it
     with pytest.raises(BrainlitDataError, match=r"sub-01 .*atlas power264 does not fit this run.*runs' space"):
         Parcellator(min_timepoints=10).transform(record(path))
+
+
+def test_roi_centres_are_those_of_the_labels_the_masker_extracts_without_background(tmp_path):
+    x, y, _ = np.indices(SHAPE)
+    labels = (1 + x // 3 + 4 * (y // 3)).astype(np.int16)  # 16 labels, every voxel labelled: no 0
+    nib.save(nib.Nifti1Image(labels, AFFINE), tmp_path / "atlas.nii.gz")
+    write_bold(tmp_path / "sub-01_task-rest_bold.nii.gz", data=np.random.default_rng(0).standard_normal((*SHAPE, 60)))
+    parcellator = Parcellator(str(tmp_path / "atlas.nii.gz"), min_timepoints=10)
+    rec = record(tmp_path / "sub-01_task-rest_bold.nii.gz")
+    report = build_cache([rec], parcellator, tmp_path / "cache.h5", pd.DataFrame(index=pd.Index(["sub-01"], name="subject_id")))
+
+    reader = CacheReader(tmp_path / "cache.h5")
+    assert report.built == 1 and reader.n_rois == 16
+    centres = reader.roi_coordinates
+    assert centres.shape == (16, 3)
+    world = nib.affines.apply_affine(AFFINE, np.argwhere(labels == 6))  # label 6, the 6th ROI
+    np.testing.assert_allclose(centres[5], world.mean(axis=0))
