@@ -1,6 +1,7 @@
 """`make reproduce-camcan QUICK=1` on a generated Cam-CAN-shaped tree, end to end."""
 
 import numpy as np
+import yaml
 import pandas as pd
 
 from brainlit.experiment import experiment_main
@@ -50,3 +51,29 @@ def test_quick_reproduction_writes_results_for_all_models_and_targets(tiny_camca
     experiment_main(args)
     assert fold_outputs() == before
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results)
+
+
+def test_per_fold_pretraining_ablation_never_shows_test_subjects_to_lmae(tiny_camcan, tmp_path):
+    configs = tmp_path / "configs"
+    for name in ("camcan/pretrain.yaml", "camcan/finetune_age.yaml", "quick/pretrain.yaml", "quick/finetune.yaml"):
+        (configs / name).parent.mkdir(parents=True, exist_ok=True)
+        (configs / name).write_text((REPO / "configs" / name).read_text())
+    out = tmp_path / "ablation"
+    experiment_main(["--root", str(tiny_camcan), "--atlas", str(tiny_camcan / "atlas.nii.gz"),
+                     "--configs", str(configs / "camcan"), "--out", str(out), "--quick", "true",
+                     "--n_folds", "2", "--pretrain", "per_fold", "--pretrain_ablation", "true"])
+    results = pd.read_csv(out / "results.csv")
+    brainlit = {"brainlit", "brainlit (random masking)", "brainlit (no pretraining)"}
+    assert brainlit <= set(results["model"])
+    for fold in (0, 1):
+        splits = pd.read_csv(out / "finetune_age" / "repeat0" / f"fold{fold}" / "splits.csv")
+        test = set(splits.loc[splits.split == "test", "subject_id"])
+        for variant in ("local", "random"):
+            logs = out / "pretrain" / variant / "finetune_age" / "repeat0" / f"fold{fold}" / "logs"
+            config = yaml.safe_load((logs / "config.yaml").read_text())
+            assert config["data"]["split_file"].endswith(f"fold{fold}/splits.csv")
+            assert config["model"]["init_args"]["mask_strategy"] == variant
+            seen = pd.read_csv(config["data"]["split_file"])
+            assert not test & set(seen.loc[seen.split != "test", "subject_id"])
+    report = (out / "results.md").read_text()
+    assert "| local |" in report and "| random |" in report  # diagnostics of both maskings
