@@ -43,7 +43,8 @@ def test_quick_reproduction_writes_results_for_all_models_and_targets(tiny_camca
 
     # a re-run resumes: nothing is recomputed, the same table comes back
     def fold_outputs() -> dict:
-        patterns = ("*/repeat*/baselines.csv", "*/repeat*/fold*/splits.csv", "*/repeat*/fold*/*/predictions.csv")
+        patterns = ("*/repeat*/baselines.csv", "*/repeat*/fold*/splits.csv",
+                    "*/repeat*/fold*/*/member*/predictions.csv")
         return {p: p.stat().st_mtime_ns for pattern in patterns for p in out.glob(pattern)}
 
     before = fold_outputs()
