@@ -36,32 +36,25 @@ from pathlib import Path
 
 import torch
 
-from brainlit.models import (
-    BrainRegressor,
-    LocalMaskedAutoencoder,
-    selective_scan,
-    selective_scan_ref,
-)
+from brainlit.models import BrainRegressor, LocalMaskedAutoencoder
 from brainlit.models.ssm import cuda_selective_scan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import PeakMemory, describe_device, markdown_table, seconds_per_call, write_results  # noqa: E402
+from bench_scan import bench_scans  # noqa: E402
+from measure import PeakMemory, describe_device, seconds_per_call, write_results  # noqa: E402
+from tables import render, speedups  # noqa: E402
 
 QUICK = {  # tiny sizes: the whole run takes seconds on a CPU
     "rois": [16, 32], "lengths": [32], "batch": 2, "iters": 1, "warmup": 1, "d_model": 16,
     "depth": 1, "scan_lengths": [64], "loader_subjects": 8, "loader_rois": 8,
     "loader_volumes": 40, "loader_crop": 32, "loader_batch": 2, "loader_batches": 3,
     "loader_workers": [0], "loader_encoder": {"d_model": 16, "depth": 1, "n_heads": 2},
-}
-MODEL_COLUMNS = [
-    ("model", "model"), ("attention", "attention"), ("rois", "R"), ("length", "T"),
-    ("tokens", "tokens R*P"), ("batch", "batch"), ("precision", "precision"), ("scan", "scan"),
-    ("ms_per_step", "ms/step"), ("subjects_per_s", "subjects/s"), ("peak_mib", "peak MiB"),
-    ("note", "note"),
-]
+}  # fmt: skip
 
 
-def build_model(name: str, rois: int, attention: str, scan: str, args: argparse.Namespace) -> torch.nn.Module:
+def build_model(
+    name: str, rois: int, attention: str, scan: str, args: argparse.Namespace
+) -> torch.nn.Module:
     """LMAE or regressor at default sizes (``--d-model``/``--depth`` override for quick runs)."""
     sizes = {"d_model": args.d_model, "depth": args.depth, "attention": attention}
     if args.d_model < 64:
@@ -79,8 +72,12 @@ def step_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return pred.float().pow(2).mean() + 0.01 * aux["balance_loss"]
 
 
-def optimiser_step(model: torch.nn.Module, optimiser: torch.optim.Optimizer, x: torch.Tensor,
-                   autocast: Callable[[], contextlib.AbstractContextManager]) -> None:
+def optimiser_step(
+    model: torch.nn.Module,
+    optimiser: torch.optim.Optimizer,
+    x: torch.Tensor,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+) -> None:
     """Forward, backward and one AdamW step."""
     optimiser.zero_grad(set_to_none=True)
     with autocast():
@@ -89,20 +86,26 @@ def optimiser_step(model: torch.nn.Module, optimiser: torch.optim.Optimizer, x: 
     optimiser.step()
 
 
-def cpu_batch(requested: int, rois: int, length: int, attention: str, args: argparse.Namespace) -> int:
+def cpu_batch(
+    requested: int, rois: int, length: int, attention: str, args: argparse.Namespace
+) -> int:
     """The batch whose estimated step cost stays within ``--cpu-gflop`` (at least 1)."""
     if args.cpu_gflop <= 0:
         return requested
     tokens, patches = rois * (length // 8), length // 8
     pairs = tokens * tokens if attention == "joint" else tokens * (rois + patches)
-    gflop_per_subject = 6 * args.depth * (tokens * 16 * args.d_model**2 + 4 * pairs * args.d_model) / 1e9
+    gflop_per_subject = (
+        6 * args.depth * (tokens * 16 * args.d_model**2 + 4 * pairs * args.d_model) / 1e9
+    )
     return max(1, min(requested, int(args.cpu_gflop // gflop_per_subject)))
 
 
 def precisions(device: torch.device, names: list[str]) -> dict[str, Callable]:
     """Autocast context factories by name: fp32 (none) and bf16."""
-    table = {"fp32": contextlib.nullcontext,
-             "bf16": functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)}
+    table = {
+        "fp32": contextlib.nullcontext,
+        "bf16": functools.partial(torch.autocast, device.type, dtype=torch.bfloat16),
+    }
     return {name: table[name] for name in names}
 
 
@@ -112,15 +115,20 @@ def run_case(case: dict, args: argparse.Namespace, device: torch.device) -> dict
     row = dict(case, section="models", tokens=case["rois"] * (case["length"] // 8), status="ok")
     try:
         torch.manual_seed(0)
-        model = build_model(case["model"], case["rois"], case["attention"], case["scan"], args).to(device)
+        model = build_model(case["model"], case["rois"], case["attention"], case["scan"], args)
+        model = model.to(device)
         optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
         x = torch.randn(case["batch"], case["rois"], case["length"], device=device)
-        step = functools.partial(optimiser_step, model, optimiser, x, precisions(device, [case["precision"]])[case["precision"]])
+        autocast = precisions(device, [case["precision"]])[case["precision"]]
+        step = functools.partial(optimiser_step, model, optimiser, x, autocast)
         with PeakMemory(device) as memory:
             seconds = seconds_per_call(step, args.iters, args.warmup, device)
-        row.update(ms_per_step=1e3 * seconds, subjects_per_s=case["batch"] / seconds, peak_mib=memory.mib)
+        row.update(
+            ms_per_step=1e3 * seconds, subjects_per_s=case["batch"] / seconds, peak_mib=memory.mib
+        )
     except (RuntimeError, ValueError) as error:  # out of memory, a missing kernel, ...
-        row.update(status="oom" if "out of memory" in str(error) else "error", note=str(error).splitlines()[0][:120])
+        status = "oom" if "out of memory" in str(error) else "error"
+        row.update(status=status, note=f"{status}: {str(error).splitlines()[0][:120]}")
     finally:
         del model, x, optimiser
         gc.collect()
@@ -137,121 +145,86 @@ def model_cases(args: argparse.Namespace, device: torch.device) -> list[dict]:
         for rois in args.rois:
             for length in args.lengths:
                 for attention in args.attention:
-                    batch = args.batch if device.type == "cuda" else cpu_batch(args.batch, rois, length, attention, args)
-                    note = f"CPU: batch {batch} instead of {args.batch}" if batch != args.batch else ""
+                    batch = (
+                        args.batch
+                        if device.type == "cuda"
+                        else cpu_batch(args.batch, rois, length, attention, args)
+                    )
+                    note = (
+                        f"CPU: batch {batch} instead of {args.batch}" if batch != args.batch else ""
+                    )
                     for precision in args.precisions:
                         for scan in scans if name == "regressor" else ["-"]:
-                            cases.append({"model": name, "attention": attention, "rois": rois, "length": length,
-                                          "batch": batch, "precision": precision, "scan": scan, "note": note})
+                            cases.append(
+                                {
+                                    "model": name,
+                                    "attention": attention,
+                                    "rois": rois,
+                                    "length": length,
+                                    "batch": batch,
+                                    "precision": precision,
+                                    "scan": scan,
+                                    "note": note,
+                                }
+                            )
     return cases
 
 
-def bench_models(args: argparse.Namespace, device: torch.device, rows: list[dict], save: Callable[[], None]) -> None:
+def bench_models(
+    args: argparse.Namespace, device: torch.device, rows: list[dict], save: Callable[[], None]
+) -> None:
     """Run every model case, printing and saving each row as it finishes."""
     for case in model_cases(args, device):
         row = run_case(case, args, device)
         rows.append(row)
         save()
-        print(f"{row['model']:9s} {row['attention']:10s} R={row['rois']:3d} T={row['length']:3d} "
-              f"B={row['batch']:2d} {row['precision']} scan={row['scan']}: "
-              + (f"{row['ms_per_step']:9.1f} ms/step {row['subjects_per_s']:7.2f} subjects/s"
-                 if row["status"] == "ok" else row["status"] + " " + row.get("note", "")), flush=True)
-
-
-def scan_inputs(batch: int, d: int, n: int, length: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Selective-scan arguments in mamba-ssm's layout (``u, delta, z: [B, D, L]`` ...)."""
-    return {
-        "u": torch.randn(batch, d, length, device=device), "delta": torch.randn(batch, d, length, device=device) - 2.0,
-        "A": -torch.arange(1.0, n + 1, device=device).repeat(d, 1), "B": torch.randn(batch, n, length, device=device),
-        "C": torch.randn(batch, n, length, device=device), "D": torch.ones(d, device=device),
-        "z": torch.randn(batch, d, length, device=device),
-    }
-
-
-def scan_forward_backward(scan: Callable, inputs: dict[str, torch.Tensor]) -> None:
-    leaves = {k: v.detach().requires_grad_(k != "A") for k, v in inputs.items()}
-    scan(**leaves, delta_softplus=True).sum().backward()
-
-
-def bench_scans(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    """fwd and fwd+bwd ms of each scan implementation at each length."""
-    scans = {"torch_chunked": selective_scan, "torch_loop": selective_scan_ref}
-    if device.type == "cuda" and cuda_selective_scan():
-        scans["mamba_ssm"] = cuda_selective_scan()
-    rows = []
-    for length in args.scan_lengths:
-        inputs = scan_inputs(args.scan_batch, args.d_inner, args.d_state, length, device)
-        for name, scan in scans.items():
-            iters = 1 if name == "torch_loop" else args.iters
-            with torch.no_grad():
-                forward = seconds_per_call(functools.partial(scan, **inputs, delta_softplus=True), iters, 1, device)
-            backward = None
-            if name != "torch_loop" or length <= args.loop_backward_max:
-                backward = seconds_per_call(functools.partial(scan_forward_backward, scan, inputs), iters, 1, device)
-            rows.append({"section": "scan", "scan": name, "length": length, "batch": args.scan_batch,
-                         "d_inner": args.d_inner, "d_state": args.d_state, "fwd_ms": 1e3 * forward,
-                         "fwd_bwd_ms": None if backward is None else 1e3 * backward, "status": "ok"})
-            print(f"scan {name:13s} L={length:5d}: fwd {rows[-1]['fwd_ms']:8.2f} ms", flush=True)
-    return rows
-
-
-def speedups(rows: list[dict]) -> list[dict]:
-    """Factorised vs joint attention: ratio of subjects/s for each matching case."""
-    ok = [r for r in rows if r["section"] == "models" and r["status"] == "ok"]
-    key = ("model", "rois", "length", "precision", "scan")
-    joint = {tuple(r[k] for k in key): r for r in ok if r["attention"] == "joint"}
-    out = []
-    for row in (r for r in ok if r["attention"] == "factorized"):
-        other = joint.get(tuple(row[k] for k in key))
-        if other:
-            out.append({**{k: row[k] for k in key}, "batch": f"{row['batch']} / {other['batch']}",
-                        "speedup": row["subjects_per_s"] / other["subjects_per_s"],
-                        "step_ratio": other["ms_per_step"] / row["ms_per_step"]})
-    return out
-
-
-def render(meta: dict, rows: list[dict], scan_note: str) -> str:
-    """The markdown report: one table per section."""
-    parts = [f"# brainlit benchmarks: {meta['name']} ({meta['device']}, {meta['threads']} threads, torch {meta['torch']})",
-             "", f"Peak memory: {meta['memory']}.", ""]
-    models = [r for r in rows if r["section"] == "models"]
-    if models:
-        parts += ["## Training step (forward + backward + AdamW)", "", markdown_table(models, MODEL_COLUMNS), ""]
-    ratios = speedups(rows)
-    if ratios:
-        parts += ["## Factorised vs joint attention", "", "speed-up = subjects/s factorised over joint; "
-                  "step ratio = joint ms/step over factorised ms/step (equal only when the batches are).", "",
-                  markdown_table(ratios, [("model", "model"), ("rois", "R"), ("length", "T"), ("precision", "precision"),
-                                          ("scan", "scan"), ("batch", "batch fact. / joint"),
-                                          ("speedup", "speed-up"), ("step_ratio", "step ratio")]), ""]
-    scans = [r for r in rows if r["section"] == "scan"]
-    if scans:
-        parts += ["## Selective scan", "", scan_note, "", markdown_table(scans, [
-            ("scan", "scan"), ("length", "L"), ("batch", "B"), ("d_inner", "D"), ("d_state", "N"),
-            ("fwd_ms", "fwd ms"), ("fwd_bwd_ms", "fwd+bwd ms")]), ""]
-    loader = [r for r in rows if r["section"] == "loader"]
-    if loader:
-        parts += ["## Data loading (Lightning SimpleProfiler)", "", markdown_table(loader, [
-            ("workers", "num_workers"), ("rois", "R"), ("length", "T"), ("batch", "batch"), ("precision", "precision"),
-            ("batches", "batches timed"), ("load_ms", "load ms/batch"), ("step_ms", "step ms/batch"),
-            ("load_share", "loading share")]), ""]
-    return "\n".join(parts)
+        print(
+            f"{row['model']:9s} {row['attention']:10s} R={row['rois']:3d} T={row['length']:3d} "
+            f"B={row['batch']:2d} {row['precision']} scan={row['scan']}: "
+            + (
+                f"{row['ms_per_step']:9.1f} ms/step {row['subjects_per_s']:7.2f} subjects/s"
+                if row["status"] == "ok"
+                else row["status"] + " " + row.get("note", "")
+            ),
+            flush=True,
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add = parser.add_argument
     add("--quick", action="store_true", help="tiny sizes, one step each: a smoke run of seconds")
-    add("--sections", nargs="+", default=["models", "scan", "loader"], choices=["models", "scan", "loader"])
+    add(
+        "--sections",
+        nargs="+",
+        default=["models", "scan", "loader"],
+        choices=["models", "scan", "loader"],
+    )
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add("--threads", type=int, default=os.cpu_count(), help="CPU threads (torch.set_num_threads)")
     add("--models", nargs="+", default=["lmae", "regressor"], choices=["lmae", "regressor"])
     add("--rois", type=int, nargs="+", default=[100, 200, 400])
-    add("--lengths", type=int, nargs="+", default=[128, 261], help="time points per window the model sees")
+    add(
+        "--lengths",
+        type=int,
+        nargs="+",
+        default=[128, 261],
+        help="time points per window the model sees",
+    )
     add("--attention", nargs="+", default=["factorized", "joint"], choices=["factorized", "joint"])
-    add("--precisions", nargs="+", choices=["fp32", "bf16"], help="default: fp32 bf16 on CUDA, fp32 on a CPU")
+    add(
+        "--precisions",
+        nargs="+",
+        choices=["fp32", "bf16"],
+        help="default: fp32 bf16 on CUDA, fp32 on a CPU",
+    )
     add("--batch", type=int, default=16)
-    add("--cpu-gflop", type=float, default=500.0, help="CPU: reduce the batch above this estimated step cost (0: never)")
+    add(
+        "--cpu-gflop",
+        type=float,
+        default=500.0,
+        help="CPU: reduce the batch above this estimated step cost (0: never)",
+    )
     add("--d-model", type=int, default=128)
     add("--depth", type=int, default=4)
     add("--iters", type=int, default=2)
@@ -268,7 +241,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--loader-batch", type=int, default=8)
     add("--loader-batches", type=int, default=6)
     add("--loader-workers", type=int, nargs="+", default=[0, 2])
-    add("--out", type=Path, default=Path("benchmarks/results/models"), help="writes OUT.json and OUT.md")
+    add(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results/models"),
+        help="writes OUT.json and OUT.md",
+    )
     args = parser.parse_args(argv)
     args.loader_encoder = {}
     if args.quick:
@@ -286,12 +264,24 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_float32_matmul_precision("high")  # as `python -m brainlit` sets it: TF32 on GPUs
     device = torch.device(args.device)
     meta = describe_device(device)
-    print(f"device={device} ({meta['name']}) threads={meta['threads']} torch={meta['torch']}", flush=True)
-    scan_note = ("mamba-ssm: compared." if device.type == "cuda" and cuda_selective_scan()
-                 else "mamba-ssm: skipped (" + ("not installed" if cuda_selective_scan() is None else "needs CUDA") + ").")
+    print(
+        f"device={device} ({meta['name']}) threads={meta['threads']} torch={meta['torch']}",
+        flush=True,
+    )
+    scan_note = (
+        "mamba-ssm: compared."
+        if device.type == "cuda" and cuda_selective_scan()
+        else "mamba-ssm: skipped ("
+        + ("not installed" if cuda_selective_scan() is None else "needs CUDA")
+        + ")."
+    )
     rows: list[dict] = []
-    payload = {"meta": meta, "args": {k: v for k, v in vars(args).items() if k != "out"}, "scan_note": scan_note,
-               "results": rows}
+    payload = {
+        "meta": meta,
+        "args": {k: v for k, v in vars(args).items() if k != "out"},
+        "scan_note": scan_note,
+        "results": rows,
+    }
 
     def save() -> tuple[Path, Path]:
         payload["speedups"] = speedups(rows)

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,13 +37,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEPENDENCIES = ["torch", "lightning", "torchmetrics", "jsonargparse", "docstring_parser", "typeshed_client",
-                "nilearn", "nibabel", "h5py", "numpy", "pandas", "sklearn", "joblib", "matplotlib",
-                "tensorboard", "tqdm", "pytest", "mamba_ssm"]
-GPU_STEPS = {"build_mamba", "bench_mamba", "gpu_tests"}
-TINY_MODEL = ['--model.init_args.encoder={"d_model": 16, "depth": 1, "n_heads": 2}',
-              '--model.init_args.moe={"n_experts": 2, "expert_hidden": 8, "graph_topk": 4}',
-              '--model.init_args.ssm={"layers": 1, "d_state": 4}']
+TINY_MODEL = [
+    '--model.init_args.encoder={"d_model": 16, "depth": 1, "n_heads": 2}',
+    '--model.init_args.moe={"n_experts": 2, "expert_hidden": 8, "graph_topk": 4}',
+    '--model.init_args.ssm={"layers": 1, "d_state": 4}',
+]
 
 
 class Check:
@@ -56,7 +55,9 @@ class Check:
         self.log = (self.out / "gpu_check.log").open("w")
         self.steps: list[dict] = []
         paths = [str(args.site), str(args.site_mamba), str(REPO), os.environ.get("PYTHONPATH", "")]
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p), PYTHONUNBUFFERED="1")
+        self.env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p), PYTHONUNBUFFERED="1"
+        )
 
     def left(self) -> float:
         """Seconds of the budget still unspent."""
@@ -65,8 +66,11 @@ class Check:
     def record(self, name: str, status: str, seconds: float = 0.0, **figures: object) -> dict:
         step = {"name": name, "status": status, "seconds": round(seconds, 1), **figures}
         self.steps.append(step)
-        print(f"[gpu-check {time.monotonic() - self.start:5.0f} s] {name}: {status} ({seconds:.0f} s)"
-              + (f" {figures}" if figures else ""), flush=True)
+        print(
+            f"[gpu-check {time.monotonic() - self.start:5.0f} s] {name}: {status} ({seconds:.0f} s)"
+            + (f" {figures}" if figures else ""),
+            flush=True,
+        )
         self.write_summary()
         return step
 
@@ -82,8 +86,15 @@ class Check:
         self.log.flush()
         begin = time.monotonic()
         try:
-            done = subprocess.run(command, cwd=REPO, env=self.env, capture_output=True, text=True,
-                                  timeout=limit, **popen)
+            done = subprocess.run(
+                command,
+                cwd=REPO,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=limit,
+                **popen,
+            )
             output, status = done.stdout + done.stderr, "ok" if done.returncode == 0 else "failed"
             returncode = done.returncode
         except subprocess.TimeoutExpired as error:
@@ -98,8 +109,10 @@ class Check:
 
     def write_summary(self) -> None:
         summary = {
-            "dry_run": self.args.dry_run, "budget_s": self.args.budget,
-            "elapsed_s": round(time.monotonic() - self.start, 1), "steps": self.steps,
+            "dry_run": self.args.dry_run,
+            "budget_s": self.args.budget,
+            "elapsed_s": round(time.monotonic() - self.start, 1),
+            "steps": self.steps,
             "ok": all(s["status"] in ("ok", "skipped") for s in self.steps),
         }
         (self.out / "gpu_check.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -110,23 +123,7 @@ def _text(raw: bytes | str | None) -> str:
 
 
 def environment(check: Check) -> None:
-    code = (
-        "import importlib, json, shutil, subprocess, torch\n"
-        f"mods = {DEPENDENCIES!r}\n"
-        "found = {}\n"
-        "for m in mods:\n"
-        "    try:\n"
-        "        found[m] = getattr(importlib.import_module(m), '__version__', 'yes')\n"
-        "    except Exception as e:\n"
-        "        found[m] = 'missing: ' + type(e).__name__\n"
-        "gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None\n"
-        "nvcc = shutil.which('nvcc')\n"
-        "ver = subprocess.run([nvcc, '--version'], capture_output=True, text=True).stdout.split()[-1] if nvcc else None\n"
-        "cap = '.'.join(map(str, torch.cuda.get_device_capability(0))) if gpu else None\n"
-        "print('ENV' + json.dumps({'gpu': gpu, 'capability': cap, 'torch': torch.__version__, 'cuda': torch.version.cuda,\n"
-        "      'bf16': bool(gpu) and torch.cuda.is_bf16_supported(), 'nvcc': ver, 'modules': found}))\n"
-    )
-    step, output = check.run("environment", [sys.executable, "-c", code], 120)
+    step, output = check.run("environment", [sys.executable, "benchmarks/gpu_env.py"], 120)
     match = re.search(r"^ENV(\{.*\})$", output, re.MULTILINE)
     if match:
         step.update(json.loads(match.group(1)))
@@ -138,9 +135,11 @@ def install_wheels(check: Check) -> None:
     if check.args.dry_run:
         return check.skip("install_wheels", "dry run: the packages of this environment are used")
     if not wheels:
-        return check.skip("install_wheels", "no .whl/*.whl (run make gpu-wheels where there is internet)")
-    command = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-               "--upgrade", "--target", str(check.args.site), *map(str, wheels)]
+        return check.skip(
+            "install_wheels", "no .whl/*.whl (run make gpu-wheels where there is internet)"
+        )
+    pip = "-m pip install -q --no-index --no-deps --no-compile --upgrade --target".split()
+    command = [sys.executable, *pip, str(check.args.site), *map(str, wheels)]
     step, _ = check.run("install_wheels", command, 120)
     step["wheels"] = [w.name for w in wheels]
 
@@ -159,17 +158,31 @@ def start_mamba_build(check: Check, capability: str | None) -> subprocess.Popen 
     setup = next(source.glob("*/setup.py"))
     arch = capability.replace(".", "")
     text = setup.read_text().replace(  # build for this GPU only: minutes instead of an hour
-        "    # HACK: The compiler flag", f'    cc_flag = ["-gencode", "arch=compute_{arch},code=sm_{arch}"]\n'
-        "    # HACK: The compiler flag", 1)
+        "    # HACK: The compiler flag",
+        f'    cc_flag = ["-gencode", "arch=compute_{arch},code=sm_{arch}"]\n'
+        "    # HACK: The compiler flag",
+        1,
+    )
     setup.write_text(text)
-    env = dict(check.env, MAMBA_FORCE_BUILD="TRUE", MAX_JOBS=str(max(1, (os.cpu_count() or 4) - 2)),
-               NVCC_THREADS="2")
-    command = f"{sys.executable} setup.py build_ext --inplace && cp -r mamba_ssm selective_scan_cuda*.so {check.args.site_mamba}/"
+    jobs = str(max(1, (os.cpu_count() or 4) - 2))  # two cores stay with the benchmark
+    env = dict(check.env, MAMBA_FORCE_BUILD="TRUE", MAX_JOBS=jobs, NVCC_THREADS="2")
+    command = (
+        f"{sys.executable} setup.py build_ext --inplace && "
+        f"cp -r mamba_ssm selective_scan_cuda*.so {check.args.site_mamba}/"
+    )
     check.args.site_mamba.mkdir(parents=True, exist_ok=True)
     check.log.write(f"\n===== build_mamba (background): {command}\n")
     check.mamba_started = time.monotonic()
-    return subprocess.Popen(command, shell=True, cwd=setup.parent, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    output = (check.work / "mamba.log").open("w")
+    return subprocess.Popen(
+        command,
+        shell=True,
+        cwd=setup.parent,
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def finish_mamba_build(check: Check, build: subprocess.Popen | None, wait: float) -> bool:
@@ -177,32 +190,43 @@ def finish_mamba_build(check: Check, build: subprocess.Popen | None, wait: float
     if build is None:
         return False
     try:
-        output, _ = build.communicate(timeout=max(1.0, wait))
-        status = "ok" if build.returncode == 0 else "failed"
+        status = "ok" if build.wait(timeout=max(1.0, wait)) == 0 else "failed"
     except subprocess.TimeoutExpired:
-        build.kill()
-        output, _ = build.communicate()
+        os.killpg(build.pid, signal.SIGKILL)  # the compilers too, not only the shell
+        build.wait()
         status = "timeout"
-    check.log.write(output or "")
-    figures = {"note": "did not fit in the budget: mamba-ssm parity not run"} if status == "timeout" else {}
+    output = (check.work / "mamba.log").read_text(errors="replace")
+    check.log.write(output)
+    figures: dict = {}
+    if status == "timeout":
+        figures["note"] = "did not fit in the budget: mamba-ssm parity not run"
     if status == "failed":
-        figures["tail"] = (output or "").strip().splitlines()[-8:]
+        figures["tail"] = output.strip().splitlines()[-8:]
     check.record("build_mamba", status, time.monotonic() - check.mamba_started, **figures)
     return status == "ok"
 
 
 def bench(check: Check, name: str, extra: list[str], limit: float) -> None:
     stem = check.out / name
-    sizes = ["--quick", "--threads", "1"] if check.args.dry_run else ["--rois", "100", "400", "--iters", "3"]
-    step, output = check.run(name, [sys.executable, "benchmarks/bench_models.py", *sizes, *extra,
-                                    "--out", str(stem)], limit)
+    sizes = (
+        ["--quick", "--threads", "1"]
+        if check.args.dry_run
+        else ["--rois", "100", "400", "--iters", "3"]
+    )
+    step, output = check.run(
+        name,
+        [sys.executable, "benchmarks/bench_models.py", *sizes, *extra, "--out", str(stem)],
+        limit,
+    )
     if stem.with_suffix(".json").is_file():
         results = json.loads(stem.with_suffix(".json").read_text())
         step["figures"] = {
             "rows": len(results["results"]),
             "failed_rows": sum(r["status"] != "ok" for r in results["results"]),
             "speedups": results["speedups"],
-            "loading_share": [round(r["load_share"], 3) for r in results["results"] if r["section"] == "loader"],
+            "loading_share": [
+                round(r["load_share"], 3) for r in results["results"] if r["section"] == "loader"
+            ],
         }
         check.write_summary()
 
@@ -212,21 +236,51 @@ def demo_fit(check: Check) -> None:
     cohort = check.work / "cohort"
     n_subjects, n_rois, n_volumes, crop = (16, 8, 80, 64) if dry else (96, 32, 150, 144)
     jobs = "1" if dry else "8"  # starting 8 workers costs more than it saves on a small CPU
-    simulate = (f"from brainlit.data.simulate import simulate_cohort; simulate_cohort({str(cohort)!r}, "
-                f"n_subjects={n_subjects}, n_rois={n_rois}, n_volumes={n_volumes}, n_jobs={jobs})")
+    simulate = (
+        f"from brainlit.data.simulate import simulate_cohort; simulate_cohort({str(cohort)!r}, "
+        f"n_subjects={n_subjects}, n_rois={n_rois}, n_volumes={n_volumes}, n_jobs={jobs})"
+    )
     step, _ = check.run("simulate_cohort", [sys.executable, "-c", simulate], 90)
     if step["status"] != "ok":
         return check.skip("demo_fit", "no cohort")
     command = [
-        sys.executable, "-m", "brainlit", "fit", "--config", "configs/demo/finetune_age.yaml",
-        "--data.root", str(cohort), "--data.atlas", str(cohort / "atlas.nii.gz"),
-        "--data.cache_path", str(check.work / "cache.h5"), "--data.crop_len", str(crop),
-        "--data.min_timepoints", str(crop), "--data.n_jobs", jobs, "--trainer.max_epochs", "1",
-        "--trainer.log_every_n_steps", "1",
-        "--trainer.precision", "bf16-mixed", "--trainer.accelerator", "cpu" if dry else "gpu",
-        "--trainer.devices", "1", "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-        "--trainer.logger.save_dir", str(check.work / "fit"), "--trainer.default_root_dir", str(check.work / "fit"),
-        "--trainer.enable_progress_bar", "false", *(TINY_MODEL if dry else []),
+        sys.executable,
+        "-m",
+        "brainlit",
+        "fit",
+        "--config",
+        "configs/demo/finetune_age.yaml",
+        "--data.root",
+        str(cohort),
+        "--data.atlas",
+        str(cohort / "atlas.nii.gz"),
+        "--data.cache_path",
+        str(check.work / "cache.h5"),
+        "--data.crop_len",
+        str(crop),
+        "--data.min_timepoints",
+        str(crop),
+        "--data.n_jobs",
+        jobs,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.precision",
+        "bf16-mixed",
+        "--trainer.accelerator",
+        "cpu" if dry else "gpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.save_dir",
+        str(check.work / "fit"),
+        "--trainer.default_root_dir",
+        str(check.work / "fit"),
+        "--trainer.enable_progress_bar",
+        "false",
+        *(TINY_MODEL if dry else []),
     ]
     step, output = check.run("demo_fit", command, 240)
     metrics = sorted((check.work / "fit").rglob("metrics.csv"))
@@ -235,7 +289,11 @@ def demo_fit(check: Check) -> None:
 
         rows = list(csv.DictReader(metrics[-1].open()))
         last = {k: v for row in rows for k, v in row.items() if v not in ("", None)}
-        step["figures"] = {k: float(v) for k, v in last.items() if k.startswith(("val/", "train/loss", "epoch", "step"))}
+        step["figures"] = {
+            k: float(v)
+            for k, v in last.items()
+            if k.startswith(("val/", "train/loss", "epoch", "step"))
+        }
         step["precision"] = "bf16-mixed"
         check.write_summary()
 
@@ -244,37 +302,82 @@ def gpu_tests(check: Check) -> None:
     if check.args.dry_run:
         return check.skip("gpu_tests", "dry run: the gpu-marked tests need CUDA")
     report = check.work / "junit.xml"
-    step, output = check.run("gpu_tests", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                                           "-rs", f"--junitxml={report}", "tests"], 150)
+    step, output = check.run(
+        "gpu_tests",
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            "gpu",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            f"--junitxml={report}",
+            "tests",
+        ],
+        150,
+    )
     if report.is_file():
         text = report.read_text()
-        counts = re.search(r'<testsuite [^>]*errors="(\d+)" failures="(\d+)" skipped="(\d+)" tests="(\d+)"', text)
+        counts = re.search(
+            r'<testsuite [^>]*errors="(\d+)" failures="(\d+)" skipped="(\d+)" tests="(\d+)"', text
+        )
         if counts:
             errors, failures, skipped, tests = map(int, counts.groups())
-            step["tests"] = {"passed": tests - errors - failures - skipped, "failed": failures + errors, "skipped": skipped}
+            step["tests"] = {
+                "passed": tests - errors - failures - skipped,
+                "failed": failures + errors,
+                "skipped": skipped,
+            }
         step["skip_reasons"] = sorted(set(re.findall(r"SKIPPED \[\d+\] [^:]+:\d+: (.*)", output)))
         check.write_summary()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dry-run", action="store_true", help="CPU rehearsal: tiny sizes, GPU-only steps skipped")
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or REPO / "runs" / "gpu-check"))
+    parser.add_argument(
+        "--dry-run", action="store_true", help="CPU rehearsal: tiny sizes, GPU-only steps skipped"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path(os.environ.get("OUT") or REPO / "runs" / "gpu-check")
+    )
     parser.add_argument("--budget", type=float, default=480.0, help="seconds for the whole check")
-    parser.add_argument("--reserve", type=float, default=5.0, help="seconds kept back for the summary")
-    parser.add_argument("--site", type=Path, default=Path("/tmp/site"), help="where the wheels are installed")
+    parser.add_argument(
+        "--reserve", type=float, default=5.0, help="seconds kept back for the summary"
+    )
+    parser.add_argument(
+        "--site", type=Path, default=Path("/tmp/site"), help="where the wheels are installed"
+    )
     parser.add_argument("--site-mamba", type=Path, default=Path("/tmp/site-mamba"))
     args = parser.parse_args(argv)
     check = Check(args)
     install_wheels(check)
     environment(check)
-    capability = next((s.get("capability") for s in check.steps if s["name"] == "environment"), None)
+    capability = next(
+        (s.get("capability") for s in check.steps if s["name"] == "environment"), None
+    )
     build = start_mamba_build(check, capability)
     bench(check, "bench", [], 200)
     demo_fit(check)
     if finish_mamba_build(check, build, check.left() - check.args.reserve - 150):
-        bench(check, "bench_mamba", ["--sections", "models", "scan", "--models", "regressor",
-                                     "--attention", "factorized", "--lengths", "128"], 60)
+        bench(
+            check,
+            "bench_mamba",
+            [
+                "--sections",
+                "models",
+                "scan",
+                "--models",
+                "regressor",
+                "--attention",
+                "factorized",
+                "--lengths",
+                "128",
+            ],
+            60,
+        )
     else:
         check.skip("bench_mamba", "dry run" if args.dry_run else "mamba-ssm was not built")
     gpu_tests(check)

@@ -63,7 +63,9 @@ class PeakMemory:
             self.mib = None if peak is None else max(0, peak - self.base) / 2**20
 
 
-def seconds_per_call(fn: Callable[[], object], iters: int, warmup: int, device: torch.device) -> float:
+def seconds_per_call(
+    fn: Callable[[], object], iters: int, warmup: int, device: torch.device
+) -> float:
     """Mean wall time of ``fn()`` over ``iters`` calls after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
@@ -79,10 +81,17 @@ def seconds_per_call(fn: Callable[[], object], iters: int, warmup: int, device: 
 
 def describe_device(device: torch.device) -> dict:
     """Name, torch version and thread count, stored with every result file."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu"
+    )
     return {
-        "device": str(device), "name": name, "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "python": platform.python_version(),
+        "device": str(device),
+        "name": name,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
         "memory": CUDA_MEMORY if device.type == "cuda" else CPU_MEMORY,
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

@@ -42,12 +42,27 @@ def test_peak_memory_sees_a_step_that_allocates_256_mib():
 
 def test_one_tiny_case_of_each_attention_gives_rows_and_a_speedup(one_thread):
     args = bench_models.parse_args(["--quick"])
-    rows = [bench_models.run_case({"model": "regressor", "attention": attention, "rois": 16, "length": 32,
-                                   "batch": 2, "precision": "fp32", "scan": "torch", "note": ""},
-                                  args, torch.device("cpu"))
-            for attention in ("factorized", "joint")]
+    rows = [
+        bench_models.run_case(
+            {
+                "model": "regressor",
+                "attention": attention,
+                "rois": 16,
+                "length": 32,
+                "batch": 2,
+                "precision": "fp32",
+                "scan": "torch",
+                "note": "",
+            },
+            args,
+            torch.device("cpu"),
+        )
+        for attention in ("factorized", "joint")
+    ]
     assert [r["status"] for r in rows] == ["ok", "ok"]
-    assert all(r["subjects_per_s"] > 0 and r["tokens"] == 64 and r["peak_mib"] is not None for r in rows)
+    assert all(
+        r["subjects_per_s"] > 0 and r["tokens"] == 64 and r["peak_mib"] is not None for r in rows
+    )
     (ratio,) = bench_models.speedups(rows)
     expected = rows[0]["subjects_per_s"] / rows[1]["subjects_per_s"]
     assert ratio["batch"] == "2 / 2" and abs(ratio["speedup"] - expected) < 1e-9
@@ -55,7 +70,18 @@ def test_one_tiny_case_of_each_attention_gives_rows_and_a_speedup(one_thread):
 
 def test_a_failing_case_is_a_row_not_a_crash(one_thread):
     args = bench_models.parse_args(["--quick"])
-    row = bench_models.run_case({"model": "lmae", "attention": "factorized", "rois": 16, "length": 4096,
-                                 "batch": 1, "precision": "fp32", "scan": "-", "note": ""},
-                                args, torch.device("cpu"))  # 512 patches > max_patches 128
+    row = bench_models.run_case(
+        {
+            "model": "lmae",
+            "attention": "factorized",
+            "rois": 16,
+            "length": 4096,
+            "batch": 1,
+            "precision": "fp32",
+            "scan": "-",
+            "note": "",
+        },
+        args,
+        torch.device("cpu"),
+    )  # 512 patches > max_patches 128
     assert row["status"] == "error" and row["note"]

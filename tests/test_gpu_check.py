@@ -16,7 +16,14 @@ def test_dry_run_writes_a_summary_with_every_step(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("OUT", "MAKEFLAGS", "MFLAGS")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     if shutil.which("make"):
-        command = ["make", "-s", "gpu-check", "DRY_RUN=1", f"GPU_PYTHON={sys.executable}", f"GPU_CHECK_OUT={out}"]
+        command = [
+            "make",
+            "-s",
+            "gpu-check",
+            "DRY_RUN=1",
+            f"GPU_PYTHON={sys.executable}",
+            f"GPU_CHECK_OUT={out}",
+        ]
     else:
         command = [sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--out", str(out)]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -24,15 +31,24 @@ def test_dry_run_writes_a_summary_with_every_step(tmp_path):
     summary = json.loads((out / "gpu_check.json").read_text())
     steps = {s["name"]: s for s in summary["steps"]}
     assert summary["dry_run"] and summary["ok"] and summary["elapsed_s"] < summary["budget_s"]
-    for name in ("install_wheels", "build_mamba", "bench_mamba", "gpu_tests"):  # need the GPU machine
+    for name in (
+        "install_wheels",
+        "build_mamba",
+        "bench_mamba",
+        "gpu_tests",
+    ):  # need the GPU machine
         assert steps[name]["status"] == "skipped", steps[name]
     for name in ("environment", "bench", "simulate_cohort", "demo_fit"):
         assert steps[name]["status"] == "ok", steps[name]
     assert steps["environment"]["modules"]["nilearn"] != "missing: ModuleNotFoundError"
     bench = steps["bench"]["figures"]
     assert bench["rows"] >= 8 and bench["failed_rows"] == 0
-    assert {(s["model"], s["rois"]) for s in bench["speedups"]} == {("lmae", 16), ("lmae", 32),
-                                                                    ("regressor", 16), ("regressor", 32)}
+    assert {(s["model"], s["rois"]) for s in bench["speedups"]} == {
+        ("lmae", 16),
+        ("lmae", 32),
+        ("regressor", 16),
+        ("regressor", 32),
+    }
     assert 0 < bench["loading_share"][0] < 1
     fit = steps["demo_fit"]["figures"]
     assert fit["epoch"] == 0 and fit["val/age/mae"] > 0 and fit["train/loss"] > 0
@@ -47,8 +63,14 @@ def test_steps_get_only_what_is_left_of_the_budget(tmp_path):
     sys.path.insert(0, str(REPO / "benchmarks"))
     import gpu_check
 
-    args = argparse.Namespace(dry_run=True, out=tmp_path, budget=480.0, reserve=0.0,
-                              site=tmp_path / "site", site_mamba=tmp_path / "mamba")
+    args = argparse.Namespace(
+        dry_run=True,
+        out=tmp_path,
+        budget=480.0,
+        reserve=0.0,
+        site=tmp_path / "site",
+        site_mamba=tmp_path / "mamba",
+    )
     check = gpu_check.Check(args)
     check.start = time.monotonic() - 477  # 3 s left: too little to start a step
     step, _ = check.run("too_long", [sys.executable, "-c", "print('ran')"], 60)

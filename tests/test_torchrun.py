@@ -21,15 +21,41 @@ def torchrun() -> list[str]:
 
 def test_torchrun_two_processes_train_one_model_with_gloo(tiny_bids, tmp_path):
     command = [
-        *torchrun(), "--standalone", "--nproc_per_node", "2", "-m", "brainlit", "fit",
-        "--config", str(CONFIGS / "finetune_age.yaml"), *data_args(tiny_bids, tmp_path / "cache.h5"),
-        *small_model("finetune"), "--trainer.accelerator", "cpu", "--trainer.devices", "2",
-        "--trainer.strategy", "ddp", "--trainer.precision", "32-true", "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar", "false",
-        "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-        "--trainer.logger.save_dir", str(tmp_path / "csv"), "--trainer.default_root_dir", str(tmp_path),
+        *torchrun(),
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "brainlit",
+        "fit",
+        "--config",
+        str(CONFIGS / "finetune_age.yaml"),
+        *data_args(tiny_bids, tmp_path / "cache.h5"),
+        *small_model("finetune"),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.precision",
+        "32-true",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.save_dir",
+        str(tmp_path / "csv"),
+        "--trainer.default_root_dir",
+        str(tmp_path),
     ]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]

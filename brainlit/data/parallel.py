@@ -45,11 +45,16 @@ def parallel_backend(backend: Backend, scheduler: str | None, n_jobs: int) -> It
     if backend != "dask":
         raise ValueError(f"data.backend must be 'loky' or 'dask', got {backend!r}.")
     if scheduler is None and n_jobs == 1:
-        log.warning("data.backend dask without data.scheduler starts a LocalCluster of "
-                    "data.n_jobs=1 worker: set data.n_jobs or data.scheduler.")
+        log.warning(
+            "data.backend dask without data.scheduler starts a LocalCluster of "
+            "data.n_jobs=1 worker: set data.n_jobs or data.scheduler."
+        )
     with _dask_client(scheduler, n_jobs) as client:
-        log.info("Parcellating on the Dask cluster at %s (%d worker threads)",
-                 client.scheduler.address, sum(client.ncores().values()))
+        log.info(
+            "Parcellating on the Dask cluster at %s (%d worker threads)",
+            client.scheduler.address,
+            sum(client.ncores().values()),
+        )
         with parallel_config(backend="dask"):
             yield
 
@@ -64,7 +69,9 @@ def _dask_client(scheduler: str | None, n_jobs: int) -> Iterator:
         ) from error
     if scheduler is None:
         workers = n_jobs if n_jobs > 0 else None
-        with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster:
+        with LocalCluster(
+            n_workers=workers, threads_per_worker=1, dashboard_address=None
+        ) as cluster:
             with Client(cluster) as client:
                 yield client
         return
@@ -111,11 +118,22 @@ class Progress:
         now = time.monotonic()
         if self.interactive:
             return
-        if self.done == self.total or self.done // self.step > self.last_step or now - self.last_logged >= self.every_s:
+        if (
+            self.done == self.total
+            or self.done // self.step > self.last_step
+            or now - self.last_logged >= self.every_s
+        ):
             self.last_step, self.last_logged = self.done // self.step, now
             counts = ", ".join(f"{k} {v}" for k, v in postfix.items())
-            log.info("%s: %d/%d %ss (%.0f s)%s", self.desc, self.done, self.total, self.unit,
-                     now - self.start, f"; {counts}" if counts else "")
+            log.info(
+                "%s: %d/%d %ss (%.0f s)%s",
+                self.desc,
+                self.done,
+                self.total,
+                self.unit,
+                now - self.start,
+                f"; {counts}" if counts else "",
+            )
 
     def close(self) -> None:
         """Close the bar."""

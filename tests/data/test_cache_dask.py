@@ -29,9 +29,12 @@ def contents(cache):
 
 def test_dask_cluster_of_two_workers_builds_the_same_cache_as_loky(bids, tmp_path):
     loky = build(bids, tmp_path / "loky.h5", n_jobs=2)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
-        report = build(bids, tmp_path / "dask.h5", backend="dask", scheduler=cluster.scheduler_address)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        report = build(
+            bids, tmp_path / "dask.h5", backend="dask", scheduler=cluster.scheduler_address
+        )
         assert len(cluster.scheduler.workers) == 2
         # the workers ran the parcellation: each task left its key in the scheduler's log
         assert any("_extract" in str(event[0]) for event in cluster.scheduler.transition_log)
@@ -46,10 +49,17 @@ def test_dask_cluster_of_two_workers_builds_the_same_cache_as_loky(bids, tmp_pat
 
 
 def test_datamodule_passes_backend_and_scheduler_to_the_cache(bids, tmp_path):
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
-        data = FMRIDataModule(str(bids), cache_path=str(tmp_path / "c.h5"), atlas=str(bids / "atlas.nii.gz"),
-                              min_timepoints=50, backend="dask", scheduler=cluster.scheduler_address)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        data = FMRIDataModule(
+            str(bids),
+            cache_path=str(tmp_path / "c.h5"),
+            atlas=str(bids / "atlas.nii.gz"),
+            min_timepoints=50,
+            backend="dask",
+            scheduler=cluster.scheduler_address,
+        )
         report = data.prepare_data()
     assert report.built == 5 and data.n_rois == 6
 
@@ -57,7 +67,12 @@ def test_datamodule_passes_backend_and_scheduler_to_the_cache(bids, tmp_path):
 def test_unreachable_scheduler_is_a_clear_error(bids, tmp_path):
     import dask
 
-    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), pytest.raises(BrainlitDataError, match="data.scheduler tcp://127.0.0.1:9.*no Dask scheduler"):
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        pytest.raises(
+            BrainlitDataError, match="data.scheduler tcp://127.0.0.1:9.*no Dask scheduler"
+        ),
+    ):
         build(bids, tmp_path / "c.h5", backend="dask", scheduler="tcp://127.0.0.1:9")
 
 

@@ -42,7 +42,10 @@ def test_a_terminal_gets_the_bar_and_no_log_lines(bids, tmp_path, monkeypatch, c
 
 def test_a_long_run_logs_every_tenth_and_not_every_item(monkeypatch, caplog):
     monkeypatch.setattr("sys.stderr", io.StringIO())
-    with caplog.at_level(logging.INFO, logger="brainlit.data.parallel"), Progress(1000, "Parcellating") as progress:
+    with (
+        caplog.at_level(logging.INFO, logger="brainlit.data.parallel"),
+        Progress(1000, "Parcellating") as progress,
+    ):
         for _ in range(1000):
             progress.update(built=1)
     counts = [r.getMessage().split()[1] for r in caplog.records]
