@@ -55,7 +55,7 @@ lint: install
 
 bench: install  ## speed and memory tables in benchmarks/results/ (never part of the tests)
 	$(PY) benchmarks/bench_models.py $(if $(QUICK),--quick)
-	$(PY) benchmarks/bench_cache.py
+	$(PY) benchmarks/bench_cache.py $(if $(QUICK),--subjects 2 --jobs 1)
 
 gpu-check:  ## on a GPU machine: GPU tests, benchmarks, bf16 demo fit -> $$OUT/gpu_check.json (DRY_RUN=1: CPU rehearsal)
 	$(GPU_PYTHON) benchmarks/gpu_check.py $(if $(DRY_RUN),--dry-run) $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT))

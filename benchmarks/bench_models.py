@@ -49,6 +49,7 @@ QUICK = {  # tiny sizes: the whole run takes seconds on a CPU
     "depth": 1, "scan_lengths": [64], "loader_subjects": 8, "loader_rois": 8,
     "loader_volumes": 40, "loader_crop": 32, "loader_batch": 2, "loader_batches": 3,
     "loader_workers": [0], "loader_encoder": {"d_model": 16, "depth": 1, "n_heads": 2},
+    "threads": 1,  # tiny steps: a second thread on a busy machine only waits
 }  # fmt: skip
 
 

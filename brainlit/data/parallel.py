@@ -1,4 +1,4 @@
-"""Where the cache's parcellation runs (local processes or a Dask cluster) and how it reports progress.
+"""Where the cache's parcellation runs (local processes or a Dask cluster), and its progress.
 
 ``loky`` runs ``n_jobs`` local worker processes. ``dask`` hands the same joblib calls to a
 ``dask.distributed`` cluster through joblib's dask backend: the cluster at ``scheduler`` (an
@@ -125,15 +125,9 @@ class Progress:
         ):
             self.last_step, self.last_logged = self.done // self.step, now
             counts = ", ".join(f"{k} {v}" for k, v in postfix.items())
-            log.info(
-                "%s: %d/%d %ss (%.0f s)%s",
-                self.desc,
-                self.done,
-                self.total,
-                self.unit,
-                now - self.start,
-                f"; {counts}" if counts else "",
-            )
+            elapsed, counts = now - self.start, f"; {counts}" if counts else ""
+            log.info("%s: %d/%d %ss (%.0f s)%s", self.desc, self.done, self.total, self.unit,
+                     elapsed, counts)  # fmt: skip
 
     def close(self) -> None:
         """Close the bar."""

@@ -50,3 +50,18 @@ def test_a_long_run_logs_every_tenth_and_not_every_item(monkeypatch, caplog):
             progress.update(built=1)
     counts = [r.getMessage().split()[1] for r in caplog.records]
     assert counts == [f"{n}/1000" for n in range(100, 1001, 100)]
+
+
+def test_a_slow_run_logs_once_a_minute_between_tenths(monkeypatch, caplog):
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    clock = iter(range(0, 10**6, 61))  # every item takes 61 s
+    monkeypatch.setattr("brainlit.data.parallel.time.monotonic", lambda: next(clock))
+    with (
+        caplog.at_level(logging.INFO, logger="brainlit.data.parallel"),
+        Progress(1000, "Parcellating") as progress,
+    ):
+        for _ in range(5):
+            progress.update()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Parcellating: {n}/1000 subjects ({61 * n} s)" for n in range(1, 6)
+    ]
