@@ -32,8 +32,8 @@ def _fit_with_profiler(
     device: torch.device,
     precision: str,
     batches: int,
+    folder: Path,
 ) -> SimpleProfiler:
-    folder = tempfile.mkdtemp()
     profiler = SimpleProfiler(dirpath=folder, filename="profile")  # its report goes to a file
     trainer = L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
@@ -87,7 +87,9 @@ def profile_loading(args: argparse.Namespace, device: torch.device) -> list[dict
                 encoder=EncoderSpec(**args.loader_encoder),
             )
             precision = "bf16-mixed" if device.type == "cuda" else "32-true"
-            profiler = _fit_with_profiler(data, model, device, precision, args.loader_batches)
+            profiler = _fit_with_profiler(
+                data, model, device, precision, args.loader_batches, Path(folder) / f"fit{workers}"
+            )
             load = profiler.recorded_durations[LOAD][1:]
             step = profiler.recorded_durations[STEP][1:]
             load_ms, step_ms = 1e3 * sum(load) / len(load), 1e3 * sum(step) / len(step)

@@ -362,26 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     bench(check, "bench", [], 200)
     demo_fit(check)
     if finish_mamba_build(check, build, check.left() - check.args.reserve - 150):
-        bench(
-            check,
-            "bench_mamba",
-            [
-                "--sections",
-                "models",
-                "scan",
-                "--models",
-                "regressor",
-                "--attention",
-                "factorized",
-                "--lengths",
-                "128",
-            ],
-            60,
-        )
+        extra = "--sections models scan --models regressor --attention factorized --lengths 128"
+        bench(check, "bench_mamba", extra.split(), 60)
     else:
         check.skip("bench_mamba", "dry run" if args.dry_run else "mamba-ssm was not built")
     gpu_tests(check)
     check.write_summary()
+    shutil.rmtree(check.work, ignore_errors=True)
     print(f"Summary: {check.out / 'gpu_check.json'}")
     return 0 if all(s["status"] in ("ok", "skipped") for s in check.steps) else 1
 

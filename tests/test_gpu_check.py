@@ -80,3 +80,4 @@ def test_steps_get_only_what_is_left_of_the_budget(tmp_path):
     assert step["status"] == "timeout" and 5 < step["seconds"] < 8
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
     assert [s["status"] for s in summary["steps"]] == ["skipped", "timeout"] and not summary["ok"]
+    shutil.rmtree(check.work)
