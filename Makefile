@@ -15,8 +15,18 @@ ATLAS ?=
 OUT ?= runs/camcan
 QUICK ?=
 DEMO_DIR ?= data/demo
+# gpu-check runs on a GPU machine's own python3 (no venv, no internet); DRY_RUN=1 rehearses here.
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+DRY_RUN ?=
+GPU_CHECK_OUT ?=
+# What the GPU machine (Python 3.12, torch, lightning, h5py, scikit-learn ... installed) lacks of
+# brainlit's runtime dependencies and theirs, as wheels; plus mamba-ssm's source to compile there
+# (its metadata step imports torch, so GPU_PYTHON needs torch).
+GPU_WHEELS ?= jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0 \
+	nilearn==0.14.1 nibabel==5.4.2
+MAMBA_SDIST ?= mamba-ssm==2.3.2.post1
 
-.PHONY: install demo test test-all lint bench reproduce-camcan tensorboard clean
+.PHONY: install demo test test-all lint bench gpu-check gpu-wheels reproduce-camcan tensorboard clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,9 +53,21 @@ test-all: install  ## every test, slow and gpu included
 lint: install
 	$(VENV)/bin/ruff check brainlit tests benchmarks
 
-bench: install  ## speed measurements (never part of the tests)
-	$(PY) benchmarks/bench_models.py
-	$(PY) benchmarks/bench_cache.py
+bench: install  ## speed and memory tables in benchmarks/results/ (never part of the tests)
+	$(PY) benchmarks/bench_models.py $(if $(QUICK),--quick)
+	$(PY) benchmarks/bench_cache.py $(if $(QUICK),--subjects 2 --jobs 1)
+
+gpu-check:  ## on a GPU machine: GPU tests, benchmarks, bf16 demo fit -> $$OUT/gpu_check.json (DRY_RUN=1: CPU rehearsal)
+	$(GPU_PYTHON) benchmarks/gpu_check.py $(if $(DRY_RUN),--dry-run) $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT))
+
+gpu-wheels:  ## fill .whl/ with what the GPU machine lacks (run where there is internet)
+	rm -rf .whl && mkdir -p .whl/src
+	$(GPU_PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 --platform any -d .whl $(GPU_WHEELS)
+	-MAMBA_SKIP_CUDA_BUILD=TRUE $(GPU_PYTHON) -m pip download -q --no-deps --no-binary=:all: --no-build-isolation \
+		-d .whl/src $(MAMBA_SDIST)
+	@ls .whl .whl/src
 
 reproduce-camcan: install  ## CAMCAN_ROOT=DIR [ATLAS=FILE] [OUT=runs/camcan] [QUICK=1]
 	@test -n "$(CAMCAN_ROOT)" || { echo "Set CAMCAN_ROOT=/path/to/camcan (see README: Cam-CAN)"; exit 2; }

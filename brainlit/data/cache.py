@@ -30,8 +30,8 @@ import h5py
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from tqdm.auto import tqdm
 
+from brainlit.data.parallel import Backend, Progress, parallel_backend
 from brainlit.data.parcellate import Parcellator, run_tr
 from brainlit.data.sources import SubjectRecord
 from brainlit.errors import BrainlitDataError
@@ -151,6 +151,8 @@ def build_cache(
     phenotypes: pd.DataFrame,
     n_jobs: int = 1,
     on_error: Literal["skip", "raise"] = "skip",
+    backend: Backend = "loky",
+    scheduler: str | None = None,
 ) -> CacheReport:
     """Parcellate what is new or changed, reuse the rest, write the skip report.
 
@@ -165,6 +167,9 @@ def build_cache(
         phenotypes: Phenotype table indexed by subject_id, stored beside the series.
         n_jobs: Worker processes for parcellation (one writer: this process).
         on_error: ``skip`` logs and lists bad subjects; ``raise`` stops at the first.
+        backend: ``loky`` (local processes) or ``dask`` (a Dask cluster; see
+            :mod:`brainlit.data.parallel`). Either way only this process writes the file.
+        scheduler: Dask scheduler address or scheduler file; None starts a LocalCluster.
     """
     path = Path(cache_path)
     known_failures = _known_failures(path, records, parcellator.fingerprint())
@@ -175,7 +180,7 @@ def build_cache(
         report = _current_report(path, records, parcellator, phenotypes, failed)
         if report is None:
             report = _update(path, [r for r in records if r.subject_id not in failed],
-                             parcellator, phenotypes, n_jobs, on_error)
+                             parcellator, phenotypes, on_error, (backend, scheduler, n_jobs))
         report.skipped = known_failures + report.skipped
         _write_skip_report(path, report, records, parcellator.fingerprint())
     log.info(report.summary())
@@ -206,30 +211,37 @@ def _current_report(path: Path, records: list[SubjectRecord], parcellator: Parce
 
 
 def _update(path: Path, records: list[SubjectRecord], parcellator: Parcellator,
-            phenotypes: pd.DataFrame, n_jobs: int, on_error: str) -> CacheReport:
+            phenotypes: pd.DataFrame, on_error: str, workers: tuple[Backend, str | None, int]) -> CacheReport:
     report = CacheReport(path)
     with _open_for_writing(path) as h5:
         _reset_if_stale(h5, parcellator)
         _drop_leftovers(h5, {r.subject_id for r in records})
         todo = [r for r in records if not _reusable(h5, r)]
         report.reused = len(records) - len(todo)
-        expected_tr = cohort_tr(records, parcellator.t_r)
-        jobs = (delayed(_extract)(parcellator, r, expected_tr) for r in todo)
-        results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs)
-        with tqdm(total=len(todo), desc="Parcellating", unit="subject", disable=not todo) as bar:
-            for record, series, t_r, error in results:
-                if error is not None:
-                    if on_error == "raise":
-                        raise BrainlitDataError(error)
-                    log.warning("Skipping %s", error)
-                    report.skipped.append((record.subject_id, str(record.source), error))
-                else:
-                    _write(h5, record, series, t_r)
-                    report.built += 1
-                bar.update()
-                bar.set_postfix(built=report.built, reused=report.reused, skipped=len(report.skipped))
+        if todo:
+            with parallel_backend(*workers):
+                _parcellate(h5, todo, cohort_tr(records, parcellator.t_r), parcellator, report,
+                            on_error, n_jobs=workers[2])
         _write_phenotypes(h5, phenotypes)
     return report
+
+
+def _parcellate(h5: h5py.File, todo: list[SubjectRecord], expected_tr: float | None,
+                parcellator: Parcellator, report: CacheReport, on_error: str, n_jobs: int) -> None:
+    """Parcellate ``todo`` on the workers; this process writes each result as it arrives."""
+    jobs = (delayed(_extract)(parcellator, r, expected_tr) for r in todo)
+    results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs)
+    with Progress(len(todo), "Parcellating") as progress:
+        for record, series, t_r, error in results:
+            if error is not None:
+                if on_error == "raise":
+                    raise BrainlitDataError(error)
+                log.warning("Skipping %s", error)
+                report.skipped.append((record.subject_id, str(record.source), error))
+            else:
+                _write(h5, record, series, t_r)
+                report.built += 1
+            progress.update(built=report.built, reused=report.reused, skipped=len(report.skipped))
 
 
 def _reusable(h5: h5py.File, record: SubjectRecord) -> bool:

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from brainlit.data.arrays import ArrayLayout
 from brainlit.data.cache import CacheReader, CacheReport, build_cache
+from brainlit.data.parallel import Backend
 from brainlit.data.parcellate import Confounds, Parcellator
 from brainlit.data.sources import Layout, discover_subjects, load_phenotypes
 from brainlit.errors import BrainlitDataError
@@ -93,6 +94,11 @@ class FMRIDataModule(L.LightningDataModule):
             subject's series; null takes the file's only numeric matrix.
         array_layout: ``layout: arrays``: ``TR`` (time points x ROIs) or ``RT``. An array that
             looks stored the other way round is rejected with a message naming this option.
+        backend: Where the cache's parcellation runs: ``loky`` (``n_jobs`` local processes) or
+            ``dask`` (a ``dask.distributed`` cluster; needs the ``cluster`` extra). Only this
+            process writes the HDF5 file either way.
+        scheduler: Dask scheduler address (``tcp://host:8786``) or scheduler file for
+            ``backend: dask``; null starts a local cluster of ``n_jobs`` workers.
     """
 
     def __init__(
@@ -127,6 +133,8 @@ class FMRIDataModule(L.LightningDataModule):
         split_file: str | None = None,
         array_key: str | None = None,
         array_layout: ArrayLayout = "TR",
+        backend: Backend = "loky",
+        scheduler: str | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= fold < max(n_folds, 1):
@@ -142,6 +150,7 @@ class FMRIDataModule(L.LightningDataModule):
         self.crop_len, self.batch_size, self.num_workers = crop_len, batch_size, num_workers
         self.predict_split, self.crops_per_subject = predict_split, crops_per_subject
         self.split_file = Path(split_file) if split_file else None
+        self.backend, self.scheduler = backend, scheduler
         self.dropped = pd.DataFrame(columns=["subject_id", "reason"])
         self.reader = CacheReader(self.cache_path)
         self._prepared = False
@@ -157,7 +166,8 @@ class FMRIDataModule(L.LightningDataModule):
         records = discover_subjects(self.root, self.layout, self.bold_glob, self.phenotypes_path,
                                     **self.parcellator.discovery_options())
         phenotypes = load_phenotypes(self.root, self.phenotypes_path)
-        report = build_cache(records, self.parcellator, self.cache_path, phenotypes, self.n_jobs, self.on_error)
+        report = build_cache(records, self.parcellator, self.cache_path, phenotypes, self.n_jobs, self.on_error,
+                             backend=self.backend, scheduler=self.scheduler)
         self._prepared, self._kept = True, None
         return report
 

@@ -1,0 +1,87 @@
+"""The benchmark's own arithmetic: CPU batch sizes, peak memory, factorised-vs-joint ratios."""
+
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import bench_models  # noqa: E402
+from measure import PeakMemory  # noqa: E402
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny steps on a shared 2-core machine: a second thread only waits for the first."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_on_a_cpu_only_the_expensive_cases_get_a_smaller_batch():
+    args = bench_models.parse_args([])
+    assert bench_models.cpu_batch(16, 100, 128, "factorized", args) == 16
+    joint = bench_models.cpu_batch(16, 400, 128, "joint", args)
+    assert 1 <= joint < 4 < bench_models.cpu_batch(16, 400, 128, "factorized", args)
+    assert bench_models.cpu_batch(16, 400, 261, "joint", args) == 1
+    args.cpu_gflop = 0  # the acceptance comparison: the batch asked for, however slow
+    assert bench_models.cpu_batch(16, 400, 261, "joint", args) == 16
+    cases = bench_models.model_cases(args, torch.device("cpu"))
+    assert len(cases) == 2 * 3 * 2 * 2 and all(c["note"] == "" for c in cases)
+
+
+def test_peak_memory_sees_a_step_that_allocates_256_mib():
+    with PeakMemory(torch.device("cpu")) as memory:
+        block = torch.ones(64 * 2**20)  # 256 MiB of float32, touched
+        del block
+    assert 200 < memory.mib < 400
+
+
+def test_one_tiny_case_of_each_attention_gives_rows_and_a_speedup(one_thread):
+    args = bench_models.parse_args(["--quick"])
+    rows = [
+        bench_models.run_case(
+            {
+                "model": "regressor",
+                "attention": attention,
+                "rois": 16,
+                "length": 32,
+                "batch": 2,
+                "precision": "fp32",
+                "scan": "torch",
+                "note": "",
+            },
+            args,
+            torch.device("cpu"),
+        )
+        for attention in ("factorized", "joint")
+    ]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert all(
+        r["subjects_per_s"] > 0 and r["tokens"] == 64 and r["peak_mib"] is not None for r in rows
+    )
+    (ratio,) = bench_models.speedups(rows)
+    expected = rows[0]["subjects_per_s"] / rows[1]["subjects_per_s"]
+    assert ratio["batch"] == "2 / 2" and abs(ratio["speedup"] - expected) < 1e-9
+
+
+def test_a_failing_case_is_a_row_not_a_crash(one_thread):
+    args = bench_models.parse_args(["--quick"])
+    row = bench_models.run_case(
+        {
+            "model": "lmae",
+            "attention": "factorized",
+            "rois": 16,
+            "length": 4096,
+            "batch": 1,
+            "precision": "fp32",
+            "scan": "-",
+            "note": "",
+        },
+        args,
+        torch.device("cpu"),
+    )  # 512 patches > max_patches 128
+    assert row["status"] == "error" and row["note"]
