@@ -1,8 +1,8 @@
 """`make reproduce-camcan QUICK=1` on a generated Cam-CAN-shaped tree, end to end."""
 
 import numpy as np
-import yaml
 import pandas as pd
+import yaml
 
 from brainlit.experiment import experiment_main
 from tests.conftest import REPO
