@@ -190,7 +190,9 @@ class Experiment:
         seed = int(_yaml(config).get("seed_everything", 0) or 0) + repeat * self.ensemble + member
         extra = [*self._fold_args(config, repeat, fold), "--data.predict_split", "test",
                  "--seed_everything", str(seed)]
-        extra += ["--model.init_args.pretrained", str(pretrained)] if pretrained else []
+        # from scratch the encoder must learn: a frozen random encoder would be no baseline
+        extra += (["--model.init_args.pretrained", str(pretrained)] if pretrained else
+                  ["--model.init_args.freeze_encoder", "false", "--model.init_args.encoder_lr_scale", "1.0"])
         cli = self._cli(config, folder / "logs", extra)
         log.info("Fine-tuning %s, repeat %d, fold %d, member %d (%s)", config.stem, repeat, fold,
                  member, VARIANTS[variant])
