@@ -1,5 +1,5 @@
-"""``python -m brainlit [--verbose] COMMAND``: ``cache`` and ``experiment``; everything else
-is LightningCLI (``fit``, ``validate``, ``test``, ``predict``).
+"""``python -m brainlit [--verbose] COMMAND``: ``cache``, ``experiment``, ``export-encoder``;
+everything else is LightningCLI (``fit``, ``validate``, ``test``, ``predict``).
 
 An error the user can act on (:class:`~brainlit.errors.BrainlitError`: bad data, a missing
 or unsafe checkpoint, an output that cannot be written) is printed as ``error: <message>``
@@ -13,12 +13,27 @@ import logging
 import sys
 
 import torch
+from jsonargparse import ArgumentParser
 
 from brainlit.cli import BrainlitCLI, cache_command
 from brainlit.errors import BrainlitError
 from brainlit.experiment import experiment_main
+from brainlit.tasks.checkpoints import export_encoder
 
 log = logging.getLogger("brainlit")
+
+
+def export_encoder_command(argv: list[str]) -> None:
+    """``python -m brainlit export-encoder CKPT OUT.safetensors``: share an encoder safely.
+
+    Writes the encoder weights of an LMAE pretraining checkpoint with its architecture as JSON
+    metadata; ``model.pretrained`` loads the file like the checkpoint, without unpickling.
+    """
+    parser = ArgumentParser(prog="python -m brainlit export-encoder", description=export_encoder_command.__doc__)
+    parser.add_argument("checkpoint", type=str, help="LMAE pretraining checkpoint (.ckpt)")
+    parser.add_argument("out", type=str, help="output file (.safetensors)")
+    args = parser.parse_args(argv)
+    print(f"Encoder written to {export_encoder(args.checkpoint, args.out)}")
 
 
 def _dispatch(argv: list[str]) -> None:
@@ -27,6 +42,8 @@ def _dispatch(argv: list[str]) -> None:
         cache_command(argv[1:])
     elif command == "experiment":
         experiment_main(argv[1:])
+    elif command == "export-encoder":
+        export_encoder_command(argv[1:])
     else:
         BrainlitCLI(args=argv)
 
