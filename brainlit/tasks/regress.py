@@ -129,6 +129,8 @@ class RegressionTask(BrainTask):
         if weights is not None:
             self.model.load_pretrained_encoder(weights)
         self.model.encoder.requires_grad_(not freeze_encoder)
+        # the mask token serves pretraining only; DDP stops on a trainable parameter left unused
+        self.model.encoder.mask_embed.requires_grad_(False)
         self.register_buffer("target_mean", torch.zeros(len(target_names)))
         self.register_buffer("target_std", torch.ones(len(target_names)))
         self.val_metrics, self.test_metrics = StageMetrics(target_names), StageMetrics(target_names)
