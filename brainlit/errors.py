@@ -1,7 +1,15 @@
-"""Exceptions raised where input enters brainlit."""
+"""Exceptions raised where input enters brainlit.
+
+The command line prints the message of a :class:`BrainlitError` as ``error: <message>`` and
+exits with status 2; ``python -m brainlit --verbose ...`` shows the traceback as well.
+"""
 
 
-class BrainlitDataError(ValueError):
+class BrainlitError(Exception):
+    """An error the user can act on; its message says what is wrong, where, and what to do."""
+
+
+class BrainlitDataError(BrainlitError, ValueError):
     """Bad or missing input data.
 
     The message names the subject and the file concerned and says what to do about it.
@@ -15,3 +23,11 @@ class BrainlitConfigError(BrainlitDataError):
     :class:`BrainlitDataError`, so code that reports data errors reports it too; it is never
     turned into a per-subject skip.
     """
+
+
+class BrainlitCheckpointError(BrainlitError, ValueError):
+    """A checkpoint or exported encoder that is missing, corrupt, of the wrong kind or unsafe."""
+
+
+class BrainlitOutputError(BrainlitError, OSError):
+    """An output (cache, table, checkpoint) that cannot be written: read-only or full disk."""

@@ -10,6 +10,7 @@ numbers. Each finished step is saved atomically and found on disk by a re-run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -24,6 +25,7 @@ from jsonargparse import ArgumentParser
 from brainlit.baselines import predict_baselines
 from brainlit.cli import BrainlitCLI, datamodule_from_args
 from brainlit.data.cache import CacheReader
+from brainlit.errors import BrainlitOutputError
 from brainlit.metrics import score_predictions
 from brainlit.report import format_table, to_markdown
 from brainlit.tasks.pretrain import format_diagnostics
@@ -38,11 +40,34 @@ VARIANTS = {
 }
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write_atomically(path: Path, text: str | None = None, copy_of: Path | None = None) -> None:
+    """Write ``text`` (or a copy of the file ``copy_of``) to ``path``: whole or not at all.
+
+    Raises:
+        BrainlitOutputError: the folder is read-only or the disk full (no ``.tmp`` is left).
+    """
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if copy_of is not None:
+            shutil.copyfile(copy_of, tmp)
+        else:
+            tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise BrainlitOutputError(
+            f"cannot write {path} ({error.strerror or error}): make the folder writable and free "
+            "some space, or choose another --out. Finished steps are kept and reused."
+        ) from error
+
+
+def _clear_interrupted(logs: Path) -> None:
+    """Remove what an interrupted attempt at a step left (TensorBoard events, checkpoints)."""
+    if logs.exists():
+        log.info("Removing %s, left by an interrupted run: the step starts again", logs)
+        shutil.rmtree(logs)
 
 
 def _yaml(path: Path) -> dict:
@@ -151,6 +176,7 @@ class Experiment:
         if not done.exists():
             extra = ["--model.init_args.mask_strategy", variant]
             extra += ["--data.split_file", str(split_file)] if split_file else []
+            _clear_interrupted(folder / "logs")
             cli = self._cli(self.configs / "pretrain.yaml", folder / "logs", extra)
             log.info("Pretraining LMAE (%s masking) -> %s", variant, done)
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -158,9 +184,7 @@ class Experiment:
             cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=False)
             diagnostics = cli.model.diagnostics.get("val", {})
             _write_atomically(folder / "diagnostics.json", json.dumps(diagnostics, indent=2))
-            tmp = done.with_name("lmae.ckpt.tmp")
-            shutil.copyfile(best or cli.trainer.checkpoint_callback.last_model_path, tmp)
-            tmp.replace(done)
+            _write_atomically(done, copy_of=Path(best or cli.trainer.checkpoint_callback.last_model_path))
         return done
 
     def pretrained(self, variant: str, config: Path, repeat: int, fold: int) -> Path | None:
@@ -193,6 +217,7 @@ class Experiment:
         # from scratch the encoder must learn: a frozen random encoder would be no baseline
         extra += (["--model.init_args.pretrained", str(pretrained)] if pretrained else
                   ["--model.init_args.freeze_encoder", "false", "--model.init_args.encoder_lr_scale", "1.0"])
+        _clear_interrupted(folder / "logs")
         cli = self._cli(config, folder / "logs", extra)
         log.info("Fine-tuning %s, repeat %d, fold %d, member %d (%s)", config.stem, repeat, fold,
                  member, VARIANTS[variant])

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,37 @@ def test_cache_command_builds_the_cache_and_prints_a_summary(tiny_camcan, tmp_pa
     assert "15 subjects (15 built, 0 reused), 1 skipped" in printed
     assert "sub-CC110016" in printed and "cannot read NIfTI" in printed
     assert cache.is_file()
+
+
+@pytest.mark.parametrize("command", [
+    ["fit", "--config", str(CONFIGS / "finetune_age.yaml"), "--data.root", "/nope"],
+    ["cache", "--data.root", "/nope"],
+    ["experiment", "--root", "/nope", "--out", "{out}"],
+])
+def test_expected_errors_print_one_line_and_exit_2(command, tmp_path, capsys, caplog):
+    argv = [arg.replace("{out}", str(tmp_path / "out")) for arg in command]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "error: data root /nope is not a folder: set --data.root to your dataset."
+    assert "Traceback" not in err + caplog.text
+
+
+def test_verbose_keeps_the_traceback(tmp_path, capsys, caplog):
+    with pytest.raises(SystemExit):
+        main(["--verbose", "cache", "--data.root", "/nope"])
+    assert "error: data root /nope is not a folder" in capsys.readouterr().err
+    assert "Traceback" in caplog.text and "discover_subjects" in caplog.text
+
+
+def test_fit_does_not_warn_about_args_and_sys_argv(tiny_bids, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["brainlit", "fit", "--trainer.fast_dev_run", "true"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["fit", "--config", str(CONFIGS / "finetune_age.yaml"), *data_args(tiny_bids, tmp_path / "cache.h5"),
+              *small_model("finetune"), "--trainer.fast_dev_run", "true",
+              "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.default_root_dir", str(tmp_path)])
+    messages = [str(w.message) for w in caught]
+    assert messages  # warnings were recorded (e.g. about the tiny fold), just not this one
+    assert not [m for m in messages if "args" in m and "sys.argv" in m], messages

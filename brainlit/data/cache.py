@@ -14,6 +14,7 @@ A file HDF5 cannot open at all is moved aside to ``<name>.corrupt-<time>`` and r
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import json
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 import h5py
 import numpy as np
@@ -34,7 +35,7 @@ from joblib import Parallel, delayed
 from brainlit.data.parallel import Backend, Progress, parallel_backend
 from brainlit.data.parcellate import Parcellator, run_tr
 from brainlit.data.sources import SubjectRecord
-from brainlit.errors import BrainlitDataError
+from brainlit.errors import BrainlitDataError, BrainlitError, BrainlitOutputError
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -63,21 +64,65 @@ def source_fingerprint(record: SubjectRecord) -> str:
     return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
 
 
+# errors that say the file is busy or not writable, not that it is damaged
+NOT_WRITABLE = (errno.EAGAIN, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """One builder at a time for a cache file (several ranks may start together)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    """One builder at a time for a cache file; a second one says it waits, then finds it built.
+
+    Without a lock file (a read-only folder) an up-to-date cache is still read. Errors writing
+    the cache or its reports (read-only, full disk) name it; what it held stays valid.
+    """
+    lock = None
+    try:
+        lock = _acquire(path)
         yield
+    except OSError as error:
+        if isinstance(error, BrainlitError) or not str(error.filename or path).startswith(str(path)):
+            raise  # not about the cache, e.g. an input file
+        raise _not_writable(path, error) from error
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _acquire(path: Path) -> TextIO | None:
+    """An exclusive flock on ``<path>.lock``; None where the folder is read-only."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(f"{path}.lock", "w")  # closed by _locked
+    except OSError as error:
+        if error.errno in NOT_WRITABLE:
+            return None
+        raise
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info("Another process is building %s: waiting for it (lock %s.lock)", path, path)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
+def _not_writable(path: Path, error: OSError) -> BrainlitOutputError:
+    return BrainlitOutputError(
+        f"cannot write the cache {path} ({error}): make its folder writable and free some space, "
+        "or set data.cache_path elsewhere. What the cache holds is kept."
+    )
 
 
 def _open_for_writing(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "a")
     except OSError as error:
-        if "already open" in str(error):
-            raise
+        if error.errno == errno.EAGAIN or "already open" in str(error):
+            raise BrainlitOutputError(
+                f"cache {path} is open elsewhere (a running fit, a notebook?) and needs an "
+                "update: close it there and run again."
+            ) from error
+        if error.errno in NOT_WRITABLE:
+            raise _not_writable(path, error) from error
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
         path.rename(aside)
         log.warning("Cache %s was unreadable (%s): moved to %s and rebuilding", path, error, aside)
@@ -172,11 +217,11 @@ def build_cache(
         scheduler: Dask scheduler address or scheduler file; None starts a LocalCluster.
     """
     path = Path(cache_path)
-    known_failures = _known_failures(path, records, parcellator.fingerprint())
-    if on_error == "raise" and known_failures:
-        raise BrainlitDataError(known_failures[0][2])
-    failed = {sid for sid, _, _ in known_failures}
-    with _locked(path):
+    with _locked(path):  # the skip report too is read under the lock: another builder writes it
+        known_failures = _known_failures(path, records, parcellator.fingerprint())
+        if on_error == "raise" and known_failures:
+            raise BrainlitDataError(known_failures[0][2])
+        failed = {sid for sid, _, _ in known_failures}
         report = _current_report(path, records, parcellator, phenotypes, failed)
         if report is None:
             report = _update(path, [r for r in records if r.subject_id not in failed],
@@ -214,8 +259,10 @@ def _update(path: Path, records: list[SubjectRecord], parcellator: Parcellator,
             phenotypes: pd.DataFrame, on_error: str, workers: tuple[Backend, str | None, int]) -> CacheReport:
     report = CacheReport(path)
     with _open_for_writing(path) as h5:
+        h5.flush()  # flushed whenever it changed: a killed build leaves a file that opens and resumes
         _reset_if_stale(h5, parcellator)
         _drop_leftovers(h5, {r.subject_id for r in records})
+        h5.flush()
         todo = [r for r in records if not _reusable(h5, r)]
         report.reused = len(records) - len(todo)
         if todo:
@@ -264,7 +311,11 @@ def _write_skip_report(path: Path, report: CacheReport, records: list[SubjectRec
     by_id = {r.subject_id: r for r in records}
     rows = [(s, f, r, source_fingerprint(by_id[s]), key) for s, f, r in report.skipped]
     columns = ["subject_id", "file", "reason", "source_fingerprint", "cache_key"]
-    pd.DataFrame(rows, columns=columns).to_csv(f"{path}.skipped.tsv", sep="\t", index=False)
+    text = pd.DataFrame(rows, columns=columns).to_csv(sep="\t", index=False)
+    report_path, tmp = Path(f"{path}.skipped.tsv"), Path(f"{path}.skipped.tsv.tmp")
+    if not report_path.is_file() or report_path.read_text() != text:  # else nothing to write (read-only folders)
+        tmp.write_text(text)
+        tmp.replace(report_path)
 
 
 def _known_failures(path: Path, records: list[SubjectRecord], key: str) -> list[tuple[str, str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -305,7 +306,11 @@ class FMRIDataModule(L.LightningDataModule):
         targets = self._y.loc[ids].to_numpy(np.float32) if self.targets else np.zeros((len(ids), 0), np.float32)
         crop, repeats = (self.crop_len, self.crops_per_subject) if train else (None, 1)
         dataset = SubjectDataset(self.reader, ids, targets, self.n_timepoints, crop, repeats)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=train and len(ids) > self.batch_size,
+        # Under DDP each rank sees ceil(n / world_size) samples (the sampler pads): dropping the
+        # last partial batch is safe only while every rank still keeps a full one.
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        per_rank = math.ceil(len(dataset) / world_size)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=train and per_rank > self.batch_size,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

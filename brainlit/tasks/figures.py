@@ -1,9 +1,16 @@
-"""Figures a task sends to TensorBoard and saves as PNG next to its logs."""
+"""Figures a task sends to TensorBoard and saves as PNG next to its logs.
+
+Every figure is best effort: one that cannot be drawn or saved (odd atlas coordinates, a full
+disk, a logger that refuses images) is skipped with a warning, and the run goes on.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec
 
 import lightning as L
 import matplotlib.pyplot as plt
@@ -14,22 +21,39 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from brainlit.viz import plot_expert_maps, plot_predictions, plot_reconstruction
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+
+
+def best_effort(draw: Callable[P, None]) -> Callable[P, None]:
+    """Run ``draw``; on any error log a warning with the reason instead of failing the run."""
+
+    @functools.wraps(draw)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            draw(*args, **kwargs)
+        except Exception as error:  # a figure must never cost a finished training run
+            log.warning("Skipped %s: %s: %s", draw.__name__, type(error).__name__, error)
+
+    return guarded
 
 
 def _publish(module: L.LightningModule, tag: str, figure: plt.Figure, save_png: bool) -> None:
     """Add ``figure`` to TensorBoard and, if asked, save it as ``<log_dir>/<tag>.png``."""
     trainer = module.trainer
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(tag, figure, global_step=trainer.global_step)
-    if save_png and trainer.log_dir:
-        path = Path(trainer.log_dir) / f"{tag.replace('/', '_')}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=120, bbox_inches="tight")
-        log.info("Saved %s", path)
-    plt.close(figure)
+    try:
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure(tag, figure, global_step=trainer.global_step, close=False)
+        if save_png and trainer.log_dir:
+            path = Path(trainer.log_dir) / f"{tag.replace('/', '_')}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            figure.savefig(path, dpi=120, bbox_inches="tight")
+            log.info("Saved %s", path)
+    finally:
+        plt.close(figure)
 
 
+@best_effort
 def log_prediction_scatter(
     module: L.LightningModule, stage: str, pred: torch.Tensor, true: torch.Tensor
 ) -> None:
@@ -43,19 +67,35 @@ def log_prediction_scatter(
 
 
 def log_expert_maps(module: L.LightningModule, roi_expert_weights: torch.Tensor) -> None:
-    """Brain maps of the mean per-ROI gate weight of each expert, plus a CSV of the weights."""
+    """A CSV of the mean per-ROI gate weight of each expert (``[R, E]``), then their brain maps.
+
+    Each is best effort on its own: maps that cannot be drawn leave the CSV in place.
+    """
     if not module.trainer.is_global_zero:
         return
     weights = roi_expert_weights.float().cpu().numpy()  # [R, E]
-    coords = getattr(module.trainer.datamodule, "roi_coordinates", None)
-    figure = plot_expert_maps(weights, None if coords is None else np.asarray(coords))
-    _publish(module, "test/expert_maps", figure, save_png=True)
+    save_expert_weights(module, weights)
+    draw_expert_maps(module, weights)
+
+
+@best_effort
+def save_expert_weights(module: L.LightningModule, weights: np.ndarray) -> None:
+    """``<log_dir>/roi_expert_weights.csv``: one row per ROI, one column per expert."""
     if module.trainer.log_dir:
         header = ",".join(f"expert_{e}" for e in range(weights.shape[1]))
         path = Path(module.trainer.log_dir) / "roi_expert_weights.csv"
         np.savetxt(path, weights, delimiter=",", header=header, comments="", fmt="%.6f")
 
 
+@best_effort
+def draw_expert_maps(module: L.LightningModule, weights: np.ndarray) -> None:
+    """Glass-brain maps of ``weights`` (``[R, E]``) at the atlas's ROI centres."""
+    coords = getattr(module.trainer.datamodule, "roi_coordinates", None)
+    figure = plot_expert_maps(weights, None if coords is None else np.asarray(coords))
+    _publish(module, "test/expert_maps", figure, save_png=True)
+
+
+@best_effort
 def log_reconstruction(
     module: L.LightningModule,
     stage: str,

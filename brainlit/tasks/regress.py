@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -14,6 +13,7 @@ from torchmetrics.aggregation import CatMetric
 
 from brainlit.models.predictor import BrainRegressor
 from brainlit.tasks.base import BrainTask, decay_groups
+from brainlit.tasks.checkpoints import load_encoder
 from brainlit.tasks.figures import log_expert_maps, log_prediction_scatter
 from brainlit.tasks.specs import (
     EncoderSpec,
@@ -70,19 +70,6 @@ class StageMetrics(nn.Module):
                 metric.reset()
 
 
-def load_lmae_checkpoint(path: str) -> tuple[EncoderSpec, dict[str, torch.Tensor]]:
-    """Read the encoder spec and ``encoder.*`` weights from an LMAEPretrainer checkpoint."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"pretrained checkpoint {path!r} not found: run `python -m brainlit fit --config "
-            "configs/.../pretrain.yaml` first, or set `model.pretrained: null`."
-        )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    spec = as_spec(ckpt["hyper_parameters"]["encoder"], EncoderSpec)
-    weights = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if ".encoder." in f".{k}"}
-    return spec, weights
-
-
 class RegressionTask(BrainTask):
     """Fine-tunes encoder + RWMOE + SSM to regress z-scored targets; reports MAE and r in original units.
 
@@ -100,7 +87,8 @@ class RegressionTask(BrainTask):
         fc_readout: Add a linear read-out of the window's Fisher-z FC to the SSM head's output
             (the features FC baselines get ready-made; RWMOE + SSM stay the model).
         fc_dropout: Dropout on the FC read-out's features.
-        pretrained: Path to an LMAEPretrainer checkpoint whose encoder is loaded, or null.
+        pretrained: LMAEPretrainer checkpoint (``.ckpt``) or exported encoder (``.safetensors``)
+            whose encoder is loaded, or null. Checkpoints are read as plain data only.
         freeze_encoder: Keep the encoder weights fixed.
         encoder_lr_scale: Encoder learning rate as a fraction of ``lr`` (layer-wise LR).
         loss: Regression loss on z-scored targets.
@@ -139,7 +127,7 @@ class RegressionTask(BrainTask):
             raise ValueError("RegressionTask needs at least one target: set data.targets, e.g. [age].")
         encoder, weights = resolve_patch_len(as_spec(encoder, EncoderSpec), t_r), None
         if pretrained:
-            encoder, weights = load_lmae_checkpoint(pretrained)
+            encoder, weights = load_encoder(pretrained)
             log.info("Encoder architecture and weights from %s: %s", pretrained, encoder)
         moe, ssm = as_spec(moe, MoESpec), as_spec(ssm, SSMSpec)
         self.save_hyperparameters(ignore=["encoder", "moe", "ssm"])
@@ -151,6 +139,8 @@ class RegressionTask(BrainTask):
         if weights is not None:
             self.model.load_pretrained_encoder(weights)
         self.model.encoder.requires_grad_(not freeze_encoder)
+        # the mask token serves pretraining only; DDP stops on a trainable parameter left unused
+        self.model.encoder.mask_embed.requires_grad_(False)
         self.register_buffer("target_mean", torch.zeros(len(target_names)))
         self.register_buffer("target_std", torch.ones(len(target_names)))
         self.val_metrics, self.test_metrics = StageMetrics(target_names), StageMetrics(target_names)

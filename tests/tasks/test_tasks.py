@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from brainlit.errors import BrainlitCheckpointError
 from brainlit.tasks import EncoderSpec, LMAEPretrainer, RegressionTask
 
 SMALL = EncoderSpec(d_model=16, depth=1, n_heads=2)
@@ -26,7 +27,7 @@ def test_regression_takes_encoder_architecture_and_weights_from_lmae(lmae_checkp
 
 
 def test_missing_checkpoint_says_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="pretrain.yaml"):
+    with pytest.raises(BrainlitCheckpointError, match="pretrain.yaml"):
         RegressionTask(n_rois=6, target_names=["age"], pretrained=str(tmp_path / "nope.ckpt"))
 
 
