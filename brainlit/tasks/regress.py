@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanAbsoluteError, Metric, PearsonCorrCoef
 from torchmetrics.aggregation import CatMetric
 
@@ -94,6 +95,10 @@ class RegressionTask(BrainTask):
         loss: Regression loss on z-scored targets.
         aux_weight: Weight of the MoE load-balancing loss.
         eval_stride: Step between evaluation windows; null means ``crop_len // 2``.
+        ema_decay: Keep an exponential moving average of the weights (decay per step) and
+            validate, test and predict with it: on a small cohort the weights a single step
+            leaves are noisy, and the average of the last ``~1 / (1 - decay)`` steps generalises
+            better (Polyak averaging). null trains and evaluates the raw weights.
         lr: Peak learning rate.
         weight_decay: AdamW weight decay on weight matrices.
         warmup_fraction: Fraction of all steps spent in linear warm-up.
@@ -117,6 +122,7 @@ class RegressionTask(BrainTask):
         loss: Literal["l1", "smooth_l1", "mse"] = "smooth_l1",
         aux_weight: float = 0.01,
         eval_stride: int | None = None,
+        ema_decay: float | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.05,
         warmup_fraction: float = 0.05,
@@ -141,6 +147,10 @@ class RegressionTask(BrainTask):
         self.model.encoder.requires_grad_(not freeze_encoder)
         # the mask token serves pretraining only; DDP stops on a trainable parameter left unused
         self.model.encoder.mask_embed.requires_grad_(False)
+        self.ema = None
+        if ema_decay:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            self.ema.requires_grad_(False)
         self.register_buffer("target_mean", torch.zeros(len(target_names)))
         self.register_buffer("target_std", torch.ones(len(target_names)))
         self.val_metrics, self.test_metrics = StageMetrics(target_names), StageMetrics(target_names)
@@ -173,6 +183,16 @@ class RegressionTask(BrainTask):
         self.log("train/balance_loss", aux["balance_loss"], batch_size=size)
         return loss
 
+    def on_train_batch_end(self, outputs: torch.Tensor, batch: dict, batch_idx: int) -> None:
+        """Move the weight average one step."""
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    @property
+    def eval_model(self) -> BrainRegressor:
+        """The weights evaluation uses: the moving average when ``ema_decay`` is set."""
+        return self.model if self.ema is None else self.ema.module
+
     def predict_windows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Average predictions over sliding windows covering the run.
 
@@ -184,7 +204,7 @@ class RegressionTask(BrainTask):
         """
         windows = sliding_windows(x, self.hparams.crop_len, self.hparams.eval_stride)  # [B, W, R, L]
         b, w = windows.shape[:2]
-        pred, aux = self.model(windows.flatten(0, 1))
+        pred, aux = self.eval_model(windows.flatten(0, 1))
         experts = aux["roi_expert_weights"]
         return pred.float().view(b, w, -1).mean(1), experts.float().view(b, w, *experts.shape[1:]).mean(1)
 

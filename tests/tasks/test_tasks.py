@@ -77,3 +77,19 @@ def test_patch_seconds_sets_patch_len_from_the_cohort_tr():
     assert slow.model.encoder.patch_len == 8
     with pytest.raises(ValueError, match="data.t_r"):
         LMAEPretrainer(n_rois=6, encoder=spec, t_r=None)
+
+
+def test_ema_weights_follow_training_and_serve_evaluation():
+    torch.manual_seed(0)
+    task = RegressionTask(n_rois=6, target_names=["age"], crop_len=16, encoder=SMALL, ema_decay=0.5)
+    assert not any(p.requires_grad for p in task.ema.parameters())
+    before = [p.clone() for p in task.eval_model.parameters()]
+    with torch.no_grad():
+        for p in task.model.parameters():
+            p.add_(1.0)
+    task.on_train_batch_end(None, {}, 0)  # the first update copies the weights
+    task.on_train_batch_end(None, {}, 1)
+    moved = [(p - b).abs().max() for p, b in zip(task.eval_model.parameters(), before, strict=True)]
+    assert all(m == pytest.approx(1.0) for m in moved)
+    assert task.eval_model is not task.model
+    assert RegressionTask(n_rois=6, target_names=["age"], encoder=SMALL).eval_model is not None
