@@ -294,6 +294,12 @@ class FMRIDataModule(L.LightningDataModule):
             self.setup()
         return list(self.splits[split])
 
+    def split_runs(self, split: Literal["train", "val", "test"]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Whole runs ``[R, T]`` of one split and their z-scored targets ``[N, n_targets]``."""
+        ids = self.fold_subject_ids(split)
+        targets = self._y.loc[ids].to_numpy(np.float32) if self.targets else np.zeros((len(ids), 0), np.float32)
+        return [self.reader.timeseries(s) for s in ids], targets
+
     def split_table(self) -> pd.DataFrame:
         """``subject_id, split, fold`` of every kept subject, for baselines on identical folds."""
         rows = [(s, split) for split in ("train", "val", "test") for s in self.fold_subject_ids(split)]

@@ -79,10 +79,19 @@ class FCReadout(nn.Module):
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
+    def features(self, fc: torch.Tensor) -> torch.Tensor:
+        """Fisher-z edges ``[B, R (R - 1) / 2]`` of correlations ``fc: [B, R, R]``."""
+        return torch.atanh(fc[:, self.upper[0], self.upper[1]].clamp(-self.clip, self.clip))
+
     def forward(self, fc: torch.Tensor) -> torch.Tensor:
         """``fc: [B, R, R]`` correlations -> ``[B, n_targets]``."""
-        edges = fc[:, self.upper[0], self.upper[1]].clamp(-self.clip, self.clip)
-        return self.linear(self.dropout(torch.atanh(edges)))
+        return self.linear(self.dropout(self.features(fc)))
+
+    @torch.no_grad()
+    def set_weights(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Install a read-out fit elsewhere (e.g. in closed form): ``weight [n_targets, E]``, ``bias``."""
+        self.linear.weight.copy_(weight)
+        self.linear.bias.copy_(bias)
 
 
 class BrainRegressor(nn.Module):
@@ -230,11 +239,15 @@ class BrainRegressor(nn.Module):
             fc_dropout=fc_dropout, **kwargs,
         )  # fmt: skip
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, fc_prediction: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Predict z-scored targets.
 
         Args:
             x: ROI time series ``[B, R, T]``.
+            fc_prediction: ``[B, n_targets]`` to add instead of the FC read-out's output (the
+                read-out's cross-fitted predictions while training a stacked model).
 
         Returns:
             ``pred`` ``[B, n_targets]`` and ``aux`` with ``balance_loss`` (scalar) and
@@ -248,7 +261,8 @@ class BrainRegressor(nn.Module):
         pooled = self.norm(sequence.mean(1))  # [B, D]
         pred = self.head(self.head_dropout(pooled))
         if self.fc_readout is not None:
-            pred = pred + self.fc_readout(fc).to(pred.dtype)
+            linear = self.fc_readout(fc) if fc_prediction is None else fc_prediction
+            pred = pred + linear.to(pred.dtype)
         return pred, aux
 
     def to_sequence(self, tokens: torch.Tensor) -> torch.Tensor:

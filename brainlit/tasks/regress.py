@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,8 +14,10 @@ from torchmetrics import MeanAbsoluteError, Metric, PearsonCorrCoef
 from torchmetrics.aggregation import CatMetric
 
 from brainlit.models.predictor import BrainRegressor
+from brainlit.models.rwmoe import correlation
 from brainlit.tasks.base import BrainTask, decay_groups
 from brainlit.tasks.checkpoints import load_encoder
+from brainlit.tasks.closed_form import fit_ridge_readout, loo_ridge_predictions
 from brainlit.tasks.figures import log_expert_maps, log_prediction_scatter
 from brainlit.tasks.specs import (
     EncoderSpec,
@@ -85,9 +88,16 @@ class RegressionTask(BrainTask):
         moe: Random-walk mixture of experts.
         ssm: Mamba predictor.
         head_dropout: Dropout before the linear head.
-        fc_readout: Add a linear read-out of the window's Fisher-z FC to the SSM head's output
-            (the features FC baselines get ready-made; RWMOE + SSM stay the model).
-        fc_dropout: Dropout on the FC read-out's features.
+        fc_readout: A linear read-out of the window's Fisher-z FC added to the SSM head's
+            output, the features FC baselines get ready-made: ``none``; ``learned`` (trained
+            with the rest); or ``ridge``: fit in closed form on the fold's training and
+            validation subjects' whole runs at the start of ``fit`` (every non-test subject,
+            as the classical baselines; ridge, penalty per target by leave-one-out CV) and then
+            kept fixed, so RWMOE + SSM learn what the linear FC model leaves unexplained.
+            While fitting, the subjects the ridge saw get their leave-one-out ridge
+            predictions instead of its in-sample ones (cross-fitted stacking, see
+            :mod:`brainlit.tasks.closed_form`); test and predict use the read-out itself.
+        fc_dropout: Dropout on the FC read-out's features (``learned`` only).
         pretrained: LMAEPretrainer checkpoint (``.ckpt``) or exported encoder (``.safetensors``)
             whose encoder is loaded, or null. Checkpoints are read as plain data only.
         freeze_encoder: Keep the encoder weights fixed.
@@ -114,7 +124,7 @@ class RegressionTask(BrainTask):
         moe: MoESpec = MoESpec(),
         ssm: SSMSpec = SSMSpec(),
         head_dropout: float = 0.1,
-        fc_readout: bool = False,
+        fc_readout: Literal["none", "learned", "ridge"] = "none",
         fc_dropout: float = 0.0,
         pretrained: str | None = None,
         freeze_encoder: bool = False,
@@ -140,13 +150,17 @@ class RegressionTask(BrainTask):
         self.hparams.update(encoder=spec_dict(encoder), moe=spec_dict(moe), ssm=spec_dict(ssm))
         self.lr, self.weight_decay, self.warmup_fraction = lr, weight_decay, warmup_fraction
         self.model = BrainRegressor.from_specs(
-            n_rois, len(target_names), encoder_args(encoder), moe, ssm, head_dropout, fc_readout, fc_dropout
-        )
+            n_rois, len(target_names), encoder_args(encoder), moe, ssm, head_dropout,
+            fc_readout != "none", fc_dropout,
+        )  # fmt: skip
+        if fc_readout == "ridge":
+            self.model.fc_readout.requires_grad_(False)
         if weights is not None:
             self.model.load_pretrained_encoder(weights)
         self.model.encoder.requires_grad_(not freeze_encoder)
         # the mask token serves pretraining only; DDP stops on a trainable parameter left unused
         self.model.encoder.mask_embed.requires_grad_(False)
+        self.stacked_offsets: dict[str, torch.Tensor] = {}  # cross-fitted read-out, set by on_fit_start
         self.ema = None
         if ema_decay:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
@@ -154,6 +168,29 @@ class RegressionTask(BrainTask):
         self.register_buffer("target_mean", torch.zeros(len(target_names)))
         self.register_buffer("target_std", torch.ones(len(target_names)))
         self.val_metrics, self.test_metrics = StageMetrics(target_names), StageMetrics(target_names)
+
+    def on_fit_start(self) -> None:
+        """Fit the ``ridge`` FC read-out on the training fold before the first step."""
+        if self.hparams.fc_readout != "ridge":
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not hasattr(datamodule, "split_runs"):
+            raise RuntimeError("fc_readout: ridge needs a datamodule with split_runs (FMRIDataModule).")
+        runs, targets = datamodule.split_runs("train")
+        val_runs, val_targets = datamodule.split_runs("val")  # every non-test subject, as baselines
+        runs, targets = runs + val_runs, np.concatenate([targets, val_targets])
+        readout = self.model.fc_readout
+        with torch.no_grad():
+            features = torch.cat([readout.features(correlation(torch.from_numpy(r)[None])) for r in runs])
+        weight, bias, alphas = fit_ridge_readout(features, torch.from_numpy(targets))
+        loo = loo_ridge_predictions(features, torch.from_numpy(targets), alphas)
+        self.stacked_offsets = dict(zip(datamodule.fold_subject_ids("train") + datamodule.fold_subject_ids("val"),
+                                        loo, strict=True))
+        readout.set_weights(weight.to(self.device), bias.to(self.device))
+        if self.ema is not None:
+            self.ema.module.fc_readout.set_weights(weight.to(self.device), bias.to(self.device))
+        log.info("FC read-out fit by ridge on %d training runs (penalty per target: %s)",
+                 len(runs), ", ".join(f"{a:g}" for a in alphas))
 
     def setup(self, stage: str) -> None:
         """Take the training fold's target statistics from the datamodule."""
@@ -174,7 +211,7 @@ class RegressionTask(BrainTask):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """Loss on z-scored targets of a random crop, plus the MoE balance loss."""
-        pred, aux = self.model(batch["x"])  # pred: [B, n_targets]
+        pred, aux = self.model(batch["x"], self.offsets(batch))  # pred: [B, n_targets]
         task_loss = LOSSES[self.hparams.loss](pred.float(), batch["y"])
         loss = task_loss + self.hparams.aux_weight * aux["balance_loss"]
         size = batch["x"].shape[0]
@@ -193,23 +230,39 @@ class RegressionTask(BrainTask):
         """The weights evaluation uses: the moving average when ``ema_decay`` is set."""
         return self.model if self.ema is None else self.ema.module
 
-    def predict_windows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def offsets(self, batch: dict) -> torch.Tensor | None:
+        """Cross-fitted FC read-out predictions ``[B, n_targets]`` while fitting a stacked model.
+
+        None (the read-out itself) unless every subject of the batch was in the ridge fit.
+        """
+        ids = batch.get("subject_id", [])
+        if not self.stacked_offsets or not ids or any(s not in self.stacked_offsets for s in ids):
+            return None
+        return torch.stack([self.stacked_offsets[s] for s in ids]).to(batch["x"].device)
+
+    def predict_windows(
+        self, x: torch.Tensor, offsets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Average predictions over sliding windows covering the run.
 
         Args:
             x: Full runs ``[B, R, T]``.
+            offsets: Cross-fitted read-out predictions ``[B, n_targets]`` (see :meth:`offsets`).
 
         Returns:
             z-scored predictions ``[B, n_targets]`` and mean expert weights ``[B, R, E]``.
         """
         windows = sliding_windows(x, self.hparams.crop_len, self.hparams.eval_stride)  # [B, W, R, L]
         b, w = windows.shape[:2]
-        pred, aux = self.eval_model(windows.flatten(0, 1))
+        if offsets is not None:
+            offsets = offsets.repeat_interleave(w, dim=0)
+        pred, aux = self.eval_model(windows.flatten(0, 1), offsets)
         experts = aux["roi_expert_weights"]
         return pred.float().view(b, w, -1).mean(1), experts.float().view(b, w, *experts.shape[1:]).mean(1)
 
     def _eval_step(self, batch: dict, stage: str) -> None:
-        pred_z, experts = self.predict_windows(batch["x"])
+        offsets = self.offsets(batch) if stage == "val" else None
+        pred_z, experts = self.predict_windows(batch["x"], offsets)
         loss = LOSSES[self.hparams.loss](pred_z, batch["y"])
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(pred_z), sync_dist=True)
         metrics = self.val_metrics if stage == "val" else self.test_metrics

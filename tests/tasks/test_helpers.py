@@ -43,3 +43,33 @@ def test_bias_correction_removes_the_age_trend_of_the_gap():
     corrected_slope = np.polyfit(age, out["brain_age_gap_corrected"], 1)[0]
     assert raw_slope < -0.3
     assert abs(corrected_slope) < 0.05
+
+
+def test_leave_one_out_ridge_matches_refitting_without_each_subject():
+    from sklearn.linear_model import Ridge
+
+    from brainlit.tasks.closed_form import fit_ridge_readout, loo_ridge_predictions
+
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(size=(30, 12)) * rng.uniform(0.5, 3, 12))
+    y = torch.tensor(rng.normal(size=(30, 2)))
+    y[:, 0] += 2 * x[:, 0]
+    weight, bias, alphas = fit_ridge_readout(x, y)
+    torch.testing.assert_close(x.float() @ weight.T + bias, _ridge_fit(x, y, alphas), atol=1e-4, rtol=1e-4)
+    loo = loo_ridge_predictions(x, y, alphas)
+    mean, scale = x.numpy().mean(0), x.numpy().std(0)  # scaling is unsupervised: kept from all
+    for i in (0, 7, 29):
+        keep = np.arange(30) != i
+        for t, alpha in enumerate(alphas):
+            refit = Ridge(alpha=alpha).fit((x.numpy()[keep] - mean) / scale, y.numpy()[keep, t])
+            expected = refit.predict(((x.numpy()[i] - mean) / scale)[None])[0]
+            assert float(loo[i, t]) == pytest.approx(expected, abs=1e-5)
+
+
+def _ridge_fit(x: torch.Tensor, y: torch.Tensor, alphas: list[float]) -> torch.Tensor:
+    from sklearn.linear_model import Ridge
+
+    mean, scale = x.numpy().mean(0), x.numpy().std(0)
+    columns = [Ridge(alpha=a).fit((x.numpy() - mean) / scale, y.numpy()[:, t]).predict((x.numpy() - mean) / scale)
+               for t, a in enumerate(alphas)]
+    return torch.tensor(np.stack(columns, 1)).float()

@@ -1,0 +1,79 @@
+"""Closed-form pieces of a fine-tuned model: the ridge fit of the linear FC read-out.
+
+The read-out is stacked under the network: RWMOE + SSM learn the residual of the ridge
+prediction. On the subjects the ridge was fit on, its in-sample predictions are far better
+than on anyone else (their residuals are mostly noise), so those subjects get their
+leave-one-out ridge predictions instead (:func:`loo_ridge_predictions`), the classic
+cross-fitting of stacked models: the residuals the network sees are out-of-sample ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from sklearn.linear_model import RidgeCV
+
+ALPHAS = tuple(np.logspace(-1, 5, 25))
+
+
+def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean, scale = x.mean(0), x.std(0)
+    scale[scale < 1e-12] = 1.0
+    return (x - mean) / scale, mean, scale
+
+
+def fit_ridge_readout(
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    alphas: Sequence[float] = ALPHAS,
+) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """Ridge regression of targets on features, with the feature scaling folded into the weights.
+
+    Features are standardised with the training statistics, each target gets its own penalty
+    by efficient leave-one-out CV (``RidgeCV``), and the result is returned as the weight and
+    bias of one linear layer acting on the *raw* features.
+
+    Args:
+        features: ``[N, E]`` training features (e.g. Fisher-z FC edges).
+        targets: ``[N, T]`` training targets (z-scored).
+        alphas: Penalties tried (on standardised features).
+
+    Returns:
+        ``weight [T, E]``, ``bias [T]`` (float32) and the chosen penalty per target.
+    """
+    x, mean, scale = _standardise(features.double().cpu().numpy())
+    y = targets.double().cpu().numpy()
+    ridge = RidgeCV(alphas=alphas, alpha_per_target=True).fit(x, y)
+    weight = np.atleast_2d(ridge.coef_) / scale  # [T, E]
+    bias = np.atleast_1d(ridge.intercept_) - weight @ mean
+    chosen = np.atleast_1d(ridge.alpha_).tolist()
+    return torch.from_numpy(weight).float(), torch.from_numpy(bias).float(), chosen
+
+
+def loo_ridge_predictions(
+    features: torch.Tensor, targets: torch.Tensor, alphas: Sequence[float]
+) -> torch.Tensor:
+    """Leave-one-out predictions ``[N, T]`` of ridge (with intercept, standardised features).
+
+    Closed form through the hat matrix ``H = 1 / N + U diag(s^2 / (s^2 + alpha)) U^T`` of the
+    centred features: ``y_loo = y - (y - H y) / (1 - diag(H))``, one penalty per target.
+
+    Args:
+        features: ``[N, E]`` features of the subjects the ridge is fit on.
+        targets: ``[N, T]`` their targets.
+        alphas: The penalty of each target (as chosen by :func:`fit_ridge_readout`).
+    """
+    x, _, _ = _standardise(features.double().cpu().numpy())
+    y = targets.double().cpu().numpy()
+    u, s, _ = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    n = len(y)
+    loo = np.empty_like(y)
+    for t, alpha in enumerate(alphas):
+        shrink = s**2 / (s**2 + alpha)
+        centred = y[:, t] - y[:, t].mean()
+        fitted = y[:, t].mean() + u @ (shrink * (u.T @ centred))
+        leverage = 1.0 / n + (u**2) @ shrink
+        loo[:, t] = y[:, t] - (y[:, t] - fitted) / (1.0 - leverage)
+    return torch.from_numpy(loo).float()
