@@ -15,6 +15,7 @@ ATLAS ?=
 OUT ?= runs/camcan
 QUICK ?=
 DEMO_DIR ?= data/demo
+DEMO_ENSEMBLE ?= 2
 # gpu-check runs on a GPU machine's own python3 (no venv, no internet); DRY_RUN=1 rehearses here.
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 DRY_RUN ?=
@@ -42,7 +43,7 @@ install: $(VENV)/.installed  ## venv + brainlit with dev extras (CPU torch witho
 demo: install  ## simulate the embedded cohort, run the whole pipeline, print the results table
 	$(PY) -m brainlit.data.simulate $(DEMO_DIR)
 	$(PY) -m brainlit experiment --root $(DEMO_DIR) --atlas $(DEMO_DIR)/atlas.nii.gz \
-		--configs configs/demo --out runs/demo
+		--configs configs/demo --out runs/demo --ensemble $(DEMO_ENSEMBLE)
 
 test: install  ## fast test suite (slow and gpu tests skipped)
 	$(PY) -m pytest -q

@@ -249,7 +249,9 @@ def demo_fit(check: Check) -> None:
         "brainlit",
         "fit",
         "--config",
-        "configs/demo/finetune_age.yaml",
+        "configs/demo/finetune.yaml",
+        "--model.init_args.freeze_encoder",
+        "false",  # no pretrained encoder here: it must train
         "--data.root",
         str(cohort),
         "--data.atlas",

@@ -20,10 +20,10 @@ from tests.reliability.conftest import brainlit, kill_when, make_read_only, read
 KILL_POINTS = {
     "cache": ("cache.h5", 0.3),
     "pretraining": ("pretrain/local/logs/checkpoints/*.ckpt", 0.0),  # between two epochs
-    "fold": ("finetune_age/repeat0/fold1/local/logs/events.out.tfevents*", 0.3),
-    "baselines": ("finetune_age/repeat0/fold1/local/predictions.csv", 0.0),  # the last fold is done
+    "fold": ("finetune_age/repeat0/fold1/local/member0/logs/events.out.tfevents*", 0.3),
+    "baselines": ("finetune_age/repeat0/fold1/local/member0/predictions.csv", 0.0),  # the last fold is done
 }
-FINISHED = ("pretrain/local/lmae.ckpt", "*/repeat0/fold*/splits.csv", "*/repeat0/fold*/local/predictions.csv",
+FINISHED = ("pretrain/local/lmae.ckpt", "*/repeat0/fold*/splits.csv", "*/repeat0/fold*/local/member0/predictions.csv",
             "*/repeat0/baselines.csv")
 
 
