@@ -16,12 +16,20 @@ from torch import nn
 from brainlit.models.encoder import Attention, PatchEncoder, TokenTransformer
 
 
-def _randint(high: int, size: tuple[int, ...], device, generator) -> torch.Tensor:  # noqa: ANN001
-    return torch.randint(high, size, generator=generator, device=generator.device if generator else device).to(device)
+def _randint(
+    high: int, size: tuple[int, ...], device: torch.device | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Integers in ``[0, high)`` drawn where ``generator`` lives (if given), moved to ``device``."""
+    where = generator.device if generator is not None else device
+    return torch.randint(high, size, generator=generator, device=where).to(device)
 
 
-def _rand(size: tuple[int, ...], device, generator) -> torch.Tensor:  # noqa: ANN001
-    return torch.rand(size, generator=generator, device=generator.device if generator else device).to(device)
+def _rand(
+    size: tuple[int, ...], device: torch.device | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Uniform floats drawn where ``generator`` lives (if given), moved to ``device``."""
+    where = generator.device if generator is not None else device
+    return torch.rand(size, generator=generator, device=where).to(device)
 
 
 def local_block_order(
