@@ -36,6 +36,7 @@ from brainlit.data.parallel import Backend, Progress, parallel_backend
 from brainlit.data.parcellate import Parcellator, run_tr
 from brainlit.data.sources import SubjectRecord
 from brainlit.errors import BrainlitDataError, BrainlitError, BrainlitOutputError
+from brainlit.logs import log_once
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -228,7 +229,10 @@ def build_cache(
                              parcellator, phenotypes, on_error, (backend, scheduler, n_jobs))
         report.skipped = known_failures + report.skipped
         _write_skip_report(path, report, records, parcellator.fingerprint())
-    log.info(report.summary())
+    head, *skipped = report.summary().splitlines()
+    log.info(head)
+    for line in skipped:  # an experiment opens the cache once per run: list each skip once
+        log_once(log, logging.INFO, line)
     return report
 
 

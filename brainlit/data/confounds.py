@@ -47,6 +47,7 @@ from nilearn.interfaces.fmriprep import load_confounds, load_confounds_strategy
 from nilearn.interfaces.fmriprep.load_confounds_strategy import preset_strategies
 
 from brainlit.errors import BrainlitConfigError
+from brainlit.logs import log_once
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +164,8 @@ def check_cohort_confounds(paths: list[Path | None], strategy: Confounds, global
         return
     missing_files = sum(p is None for p in paths)
     if missing_files:
-        log.warning("%d of %d subjects have no fMRIPrep confounds file next to their run: they are "
-                    "not denoised (data.confounds %s).", missing_files, len(paths), strategy)
+        log_once(log, logging.WARNING, "%d of %d subjects have no fMRIPrep confounds file next to "
+                 "their run: they are not denoised (data.confounds %s).", missing_files, len(paths), strategy)
     headers = {p: h for p in paths if p is not None and (h := _header(p)) is not None}
     computed, absent = Counter(), Counter()
     for columns in headers.values():
@@ -187,7 +188,8 @@ def _warn_computed(computed: Counter, headers: dict[Path, set[str]], strategy: C
     shown = ", ".join(columns[:6]) + (f" ... ({len(columns)} columns)" if len(columns) > 6 else "")
     fd = "; framewise_displacement: Power et al. 2012, 50 mm head" if "framewise_displacement" in computed else ""
     dvars = " std_dvars is missing: scrubbing uses framewise displacement only." if "std_dvars" in computed else ""
-    log.warning(
+    log_once(
+        log, logging.WARNING,
         "The confounds files of %d of %d subjects (e.g. %s) lack columns data.confounds %s uses "
         "(%s): computed from the base columns as fMRIPrep defines them (_derivative1: backward "
         "difference; _power2: square; _derivative1_power2: square of the difference%s).%s",

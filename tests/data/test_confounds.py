@@ -92,6 +92,10 @@ def test_confounds_without_expansion_columns_denoise_every_subject_with_one_warn
     warnings = [r.getMessage() for r in caplog.records if COMPUTED in r.getMessage()]
     assert len(warnings) == 1 and "4 of 4 subjects" in warnings[0] and "trans_x_power2" in warnings[0]
     assert "(18 columns)" in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        data.prepare_data()  # what every fold of an experiment does: said once, not again
+    assert not [r for r in caplog.records if COMPUTED in r.getMessage()]
     table = pd.read_csv(confounds_files(root)[1], sep="\t")
     with h5py.File(data.cache_path) as h5:
         series = h5["subjects/sub-CC110002/timeseries"][()]  # [R, T]

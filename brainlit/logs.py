@@ -1,0 +1,17 @@
+"""Logging helpers shared by the data layer and the tasks."""
+
+import logging
+
+_SEEN: set[tuple[str, int, str]] = set()
+
+
+def log_once(logger: logging.Logger, level: int, message: str, *args: object) -> None:
+    """Log ``message % args`` the first time this process sees it, and never again.
+
+    An experiment sets up the same cohort for every fold and model: a warning about the cohort
+    (confounds it lacks, subjects it skipped) is news once, noise the twentieth time.
+    """
+    key = (logger.name, level, message % args if args else message)
+    if key not in _SEEN:
+        _SEEN.add(key)
+        logger.log(level, message, *args)
