@@ -184,8 +184,16 @@ def _subjects_section(title: str, intro: str, table: pd.DataFrame | None) -> lis
         return lines + ["None.", ""]
     preferred = [c for c in ("subject_id", "file", "reason") if c in table.columns]
     columns = preferred + [c for c in table.columns if c not in preferred]
+    if {"subject_id", "file", "reason"} <= set(columns):
+        table = table.assign(reason=[_without_prefix(row.reason, f"{row.subject_id} ({row.file}): ")
+                                     for row in table.itertuples(index=False)])
     return lines + [f"{len(table)} subject(s) {intro}:", "",
                     *_markdown_table(columns, table[columns].itertuples(index=False)), ""]
+
+
+def _without_prefix(text: str, prefix: str) -> str:
+    """The reason without the subject and file the table's other columns already give."""
+    return text[len(prefix):] if str(text).startswith(prefix) else text
 
 
 def to_markdown(

@@ -58,7 +58,7 @@ def test_markdown_has_paper_rows_and_skipped_subjects(results):
         {
             "subject_id": ["sub-CC110012"],
             "file": ["/d/sub-CC110012_bold.nii.gz"],
-            "reason": ["EOFError: truncated | gzip"],
+            "reason": ["sub-CC110012 (/d/sub-CC110012_bold.nii.gz): EOFError: truncated | gzip"],
         }
     )
     text = to_markdown(results, skipped, title="demo")
@@ -68,6 +68,8 @@ def test_markdown_has_paper_rows_and_skipped_subjects(results):
     assert "| brainlit | 2.00 ± 1.00 [" in text and "| mean | 11.00 ± 1.00 [" in text
     skipped_section = text.split("## Skipped subjects")[1]
     assert "sub-CC110012" in skipped_section and "truncated \\| gzip" in skipped_section
+    # the subject and file have their own columns: the reason does not repeat them
+    assert "| sub-CC110012 | /d/sub-CC110012_bold.nii.gz | EOFError: truncated \\| gzip |" in skipped_section
     assert "None." in to_markdown(results).split("## Skipped subjects")[1]
 
 
