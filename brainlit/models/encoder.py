@@ -157,6 +157,7 @@ class PatchEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.n_rois, self.patch_len, self.max_patches = n_rois, patch_len, max_patches
+        self.d_model, self.n_heads, self.mlp_ratio, self.attention = d_model, n_heads, mlp_ratio, attention
         self.patch_proj = nn.Linear(patch_len, d_model)
         self.mask_embed = nn.Parameter(nn.init.trunc_normal_(torch.empty(d_model), std=0.02))
         self.roi_embed = nn.Parameter(roi_embedding(n_rois, d_model))

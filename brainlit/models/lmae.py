@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from brainlit.models.encoder import Attention, PatchEncoder, TokenTransformer
+from brainlit.models.encoder import PatchEncoder, TokenTransformer
 
 
 def _randint(
@@ -80,15 +80,8 @@ class LocalMaskedAutoencoder(nn.Module):
     SimMIM's linear head). The paper gives no numbers: the defaults are ours.
 
     Args:
-        n_rois: Number of ROIs R.
-        patch_len: Time points per token.
-        d_model: Encoder token width.
-        depth: Encoder transformer layers.
-        n_heads: Attention heads of the encoder and of the decoder.
-        mlp_ratio: Transformer MLP width relative to the token width.
-        dropout: Dropout inside the encoder.
-        max_patches: Longest sequence of patches per ROI.
-        attention: ``factorized`` or ``joint`` attention in the encoder and the decoder.
+        encoder: The :class:`PatchEncoder` to pretrain; the decoder uses its heads, MLP ratio
+            and attention.
         decoder_dim: Width of the light decoder.
         decoder_depth: Decoder transformer layers (0: a linear head on the encoder output).
         mask_ratio: Fraction of tokens hidden per sample, in (0, 1).
@@ -100,15 +93,7 @@ class LocalMaskedAutoencoder(nn.Module):
 
     def __init__(
         self,
-        n_rois: int,
-        patch_len: int = 8,
-        d_model: int = 128,
-        depth: int = 4,
-        n_heads: int = 4,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
-        max_patches: int = 128,
-        attention: Attention = "factorized",
+        encoder: PatchEncoder,
         decoder_dim: int = 64,
         decoder_depth: int = 1,
         mask_ratio: float = 0.5,
@@ -124,17 +109,15 @@ class LocalMaskedAutoencoder(nn.Module):
             raise ValueError(f"mask_strategy must be 'local' or 'random', got {mask_strategy!r}.")
         self.mask_ratio, self.mask_strategy = mask_ratio, mask_strategy
         self.block_len, self.block_rois, self.norm_pix_loss = block_len, block_rois, norm_pix_loss
-        self.encoder = PatchEncoder(
-            n_rois, patch_len, d_model, depth, n_heads, mlp_ratio, dropout, max_patches, attention
-        )
-        width = decoder_dim if decoder_depth else d_model
-        self.decoder_embed = nn.Linear(d_model, width) if decoder_depth else nn.Identity()
+        self.encoder = encoder
+        width = decoder_dim if decoder_depth else encoder.d_model
+        self.decoder_embed = nn.Linear(encoder.d_model, width) if decoder_depth else nn.Identity()
         self.decoder = (
-            TokenTransformer(width, decoder_depth, n_heads, mlp_ratio, 0.0, attention)
+            TokenTransformer(width, decoder_depth, encoder.n_heads, encoder.mlp_ratio, 0.0, encoder.attention)
             if decoder_depth
             else nn.Identity()
         )
-        self.decoder_pred = nn.Linear(width, patch_len)
+        self.decoder_pred = nn.Linear(width, encoder.patch_len)
 
     def make_mask(
         self,

@@ -103,16 +103,8 @@ class BrainRegressor(nn.Module):
     one output per target.
 
     Args:
-        n_rois: Number of ROIs R.
+        encoder: The :class:`PatchEncoder` (pretrained or not); ``R`` and ``D`` are its own.
         n_targets: Number of regressed targets.
-        patch_len: Time points per token.
-        d_model: Token width.
-        depth: Encoder transformer layers.
-        n_heads: Encoder attention heads.
-        mlp_ratio: Encoder MLP width relative to ``d_model``.
-        dropout: Dropout inside the encoder.
-        max_patches: Longest sequence of patches per ROI.
-        attention: Encoder attention, ``factorized`` or ``joint``.
         n_experts: Number of expert MLPs.
         top_k: Experts each token is routed to.
         walk_steps: Random-walk steps over the FC graph.
@@ -147,16 +139,8 @@ class BrainRegressor(nn.Module):
 
     def __init__(
         self,
-        n_rois: int,
+        encoder: PatchEncoder,
         n_targets: int,
-        patch_len: int = 8,
-        d_model: int = 128,
-        depth: int = 4,
-        n_heads: int = 4,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
-        max_patches: int = 128,
-        attention: Literal["joint", "factorized"] = "factorized",
         n_experts: int = 8,
         top_k: int = 2,
         walk_steps: int = 3,
@@ -189,9 +173,8 @@ class BrainRegressor(nn.Module):
                 f"got {sequence!r}, {roi_pool!r}."
             )
         self.sequence = sequence
-        self.encoder = PatchEncoder(
-            n_rois, patch_len, d_model, depth, n_heads, mlp_ratio, dropout, max_patches, attention
-        )
+        self.encoder = encoder
+        n_rois, d_model = encoder.n_rois, encoder.d_model
         self.moe = RandomWalkMoE(
             d_model, n_experts, top_k, walk_steps, graph_topk, walk_weights, restart_prob,
             expert_hidden, gating, moe_dropout, n_rois, walk_encoding, fc_rows, graph,
@@ -231,12 +214,11 @@ class BrainRegressor(nn.Module):
             fc_readout: Add the linear FC read-out beside the SSM.
             fc_dropout: Dropout on the FC read-out's features.
         """
-        kwargs = dict(encoder)
-        kwargs.update({_MOE_RENAMES.get(k, k): v for k, v in dataclasses.asdict(moe).items()})
+        kwargs = {_MOE_RENAMES.get(k, k): v for k, v in dataclasses.asdict(moe).items()}
         kwargs.update({_SSM_RENAMES.get(k, k): v for k, v in dataclasses.asdict(ssm).items()})
         return cls(
-            n_rois, n_targets, head_dropout=head_dropout, fc_readout=fc_readout,
-            fc_dropout=fc_dropout, **kwargs,
+            PatchEncoder(n_rois, **encoder), n_targets, head_dropout=head_dropout,
+            fc_readout=fc_readout, fc_dropout=fc_dropout, **kwargs,
         )  # fmt: skip
 
     def forward(

@@ -15,6 +15,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from brainlit.baselines.fillers import SpatialRidgeFiller, interpolate_fill, zero_fill
+from brainlit.models.encoder import PatchEncoder
 from brainlit.models.lmae import LocalMaskedAutoencoder
 from brainlit.tasks.base import BrainTask
 from brainlit.tasks.figures import log_reconstruction
@@ -106,8 +107,7 @@ class LMAEPretrainer(BrainTask):
         self.hparams["encoder"] = spec_dict(encoder)  # a plain dict keeps checkpoints portable
         self.lr, self.weight_decay, self.warmup_fraction = lr, weight_decay, warmup_fraction
         self.model = LocalMaskedAutoencoder(
-            n_rois=n_rois,
-            **encoder_args(encoder),
+            PatchEncoder(n_rois, **encoder_args(encoder)),
             decoder_dim=decoder_dim,
             decoder_depth=decoder_depth,
             mask_ratio=mask_ratio,

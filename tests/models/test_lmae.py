@@ -7,11 +7,12 @@ import torch
 
 from brainlit.models.lmae import LocalMaskedAutoencoder, PatchEncoder
 
-TINY = {"d_model": 32, "depth": 1, "n_heads": 2, "decoder_dim": 16, "decoder_depth": 1}
+TINY = {"decoder_dim": 16, "decoder_depth": 1}
 
 
 def tiny_lmae(n_rois: int = 6, **kwargs) -> LocalMaskedAutoencoder:
-    return LocalMaskedAutoencoder(n_rois, patch_len=4, **{**TINY, **kwargs})
+    encoder = PatchEncoder(n_rois, patch_len=4, d_model=32, depth=1, n_heads=2)
+    return LocalMaskedAutoencoder(encoder, **{**TINY, **kwargs})
 
 
 def time_runs(row: torch.Tensor) -> list[tuple[int, int]]:

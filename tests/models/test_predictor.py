@@ -3,18 +3,20 @@
 import pytest
 import torch
 
+from brainlit.models.encoder import PatchEncoder
 from brainlit.models.lmae import LocalMaskedAutoencoder
 from brainlit.models.predictor import BrainRegressor
 from brainlit.tasks.specs import EncoderSpec, MoESpec, SSMSpec, encoder_args
 
-TINY = {
-    "patch_len": 8, "d_model": 32, "depth": 1, "n_heads": 2, "n_experts": 4, "top_k": 2,
-    "graph_topk": 3, "expert_hidden": 32, "ssm_layers": 1, "d_state": 8,
-}  # fmt: skip
+TINY = {"n_experts": 4, "top_k": 2, "graph_topk": 3, "expert_hidden": 32, "ssm_layers": 1, "d_state": 8}
+
+
+def tiny_encoder(d_model: int = 32) -> PatchEncoder:
+    return PatchEncoder(8, patch_len=8, d_model=d_model, depth=1, n_heads=2)
 
 
 def tiny_regressor(n_targets: int = 1, **kwargs) -> BrainRegressor:
-    return BrainRegressor(8, n_targets, **{**TINY, **kwargs})
+    return BrainRegressor(tiny_encoder(), n_targets, **{**TINY, **kwargs})
 
 
 @pytest.mark.parametrize("sequence", ["patch", "roi_major"])
@@ -49,7 +51,7 @@ def test_overfits_eight_subjects():
 
 
 def test_loads_lmae_encoder_from_a_lightning_style_state_dict():
-    lmae = LocalMaskedAutoencoder(8, patch_len=8, d_model=32, depth=1, n_heads=2, decoder_dim=16)
+    lmae = LocalMaskedAutoencoder(tiny_encoder(), decoder_dim=16)
     checkpoint = {f"model.{k}": v for k, v in lmae.state_dict().items()}
     model = tiny_regressor()
     model.load_pretrained_encoder(checkpoint)
@@ -58,7 +60,7 @@ def test_loads_lmae_encoder_from_a_lightning_style_state_dict():
 
 
 def test_encoder_shape_mismatch_is_a_clear_error():
-    lmae = LocalMaskedAutoencoder(8, patch_len=8, d_model=16, depth=1, n_heads=2, decoder_dim=16)
+    lmae = LocalMaskedAutoencoder(tiny_encoder(d_model=16), decoder_dim=16)
     with pytest.raises(ValueError, match="shape mismatch=.*patch_proj.weight"):
         tiny_regressor().load_pretrained_encoder(lmae.state_dict())
     with pytest.raises(ValueError, match="missing="):
