@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from brainlit.models import BrainRegressor, LocalMaskedAutoencoder
+from brainlit.models import BrainRegressor, LocalMaskedAutoencoder, PatchEncoder
 from brainlit.models.ssm import cuda_selective_scan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,8 +61,8 @@ def build_model(
     if args.d_model < 64:
         sizes["n_heads"] = 2
     if name == "lmae":
-        return LocalMaskedAutoencoder(rois, **sizes)
-    return BrainRegressor(rois, 1, ssm_backend=scan, **sizes)
+        return LocalMaskedAutoencoder(PatchEncoder(rois, **sizes))
+    return BrainRegressor(PatchEncoder(rois, **sizes), 1, ssm_backend=scan)
 
 
 def step_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -40,85 +40,60 @@ def speedups(rows: list[dict]) -> list[dict]:
     return out
 
 
+RATIO_COLUMNS = [
+    ("model", "model"),
+    ("rois", "R"),
+    ("length", "T"),
+    ("precision", "precision"),
+    ("scan", "scan"),
+    ("batch", "batch fact. / joint"),
+    ("speedup", "speed-up"),
+    ("step_ratio", "step ratio"),
+]
+SCAN_COLUMNS = [
+    ("scan", "scan"),
+    ("length", "L"),
+    ("batch", "B"),
+    ("d_inner", "D"),
+    ("d_state", "N"),
+    ("fwd_ms", "fwd ms"),
+    ("fwd_bwd_ms", "fwd+bwd ms"),
+]
+LOADER_COLUMNS = [
+    ("workers", "num_workers"),
+    ("rois", "R"),
+    ("length", "T"),
+    ("batch", "batch"),
+    ("precision", "precision"),
+    ("batches", "batches timed"),
+    ("load_ms", "load ms/batch"),
+    ("step_ms", "step ms/batch"),
+    ("load_share", "loading share"),
+]
+RATIO_NOTE = (
+    "speed-up = subjects/s factorised over joint; "
+    "step ratio = joint ms/step over factorised ms/step (equal only when the batches are)."
+)
+
+
+def section(title: str, rows: list[dict], columns: list[tuple[str, str]], note: str = "") -> list[str]:
+    """A heading, an optional note and the table; nothing when there are no rows."""
+    if not rows:
+        return []
+    return [f"## {title}", "", *([note, ""] if note else []), markdown_table(rows, columns), ""]
+
+
 def render(meta: dict, rows: list[dict], scan_note: str) -> str:
     """The markdown report: one table per section."""
+    of = {name: [r for r in rows if r["section"] == name] for name in ("models", "scan", "loader")}
     parts = [
         f"# brainlit benchmarks: {meta['name']} ({meta['device']}, {meta['threads']} threads, torch {meta['torch']})",
         "",
         f"Peak memory: {meta['memory']}.",
         "",
+        *section("Training step (forward + backward + AdamW)", of["models"], MODEL_COLUMNS),
+        *section("Factorised vs joint attention", speedups(rows), RATIO_COLUMNS, RATIO_NOTE),
+        *section("Selective scan", of["scan"], SCAN_COLUMNS, scan_note),
+        *section("Data loading (Lightning SimpleProfiler)", of["loader"], LOADER_COLUMNS),
     ]
-    models = [r for r in rows if r["section"] == "models"]
-    if models:
-        parts += [
-            "## Training step (forward + backward + AdamW)",
-            "",
-            markdown_table(models, MODEL_COLUMNS),
-            "",
-        ]
-    ratios = speedups(rows)
-    if ratios:
-        parts += [
-            "## Factorised vs joint attention",
-            "",
-            "speed-up = subjects/s factorised over joint; "
-            "step ratio = joint ms/step over factorised ms/step (equal only when the batches are).",
-            "",
-            markdown_table(
-                ratios,
-                [
-                    ("model", "model"),
-                    ("rois", "R"),
-                    ("length", "T"),
-                    ("precision", "precision"),
-                    ("scan", "scan"),
-                    ("batch", "batch fact. / joint"),
-                    ("speedup", "speed-up"),
-                    ("step_ratio", "step ratio"),
-                ],
-            ),
-            "",
-        ]
-    scans = [r for r in rows if r["section"] == "scan"]
-    if scans:
-        parts += [
-            "## Selective scan",
-            "",
-            scan_note,
-            "",
-            markdown_table(
-                scans,
-                [
-                    ("scan", "scan"),
-                    ("length", "L"),
-                    ("batch", "B"),
-                    ("d_inner", "D"),
-                    ("d_state", "N"),
-                    ("fwd_ms", "fwd ms"),
-                    ("fwd_bwd_ms", "fwd+bwd ms"),
-                ],
-            ),
-            "",
-        ]
-    loader = [r for r in rows if r["section"] == "loader"]
-    if loader:
-        parts += [
-            "## Data loading (Lightning SimpleProfiler)",
-            "",
-            markdown_table(
-                loader,
-                [
-                    ("workers", "num_workers"),
-                    ("rois", "R"),
-                    ("length", "T"),
-                    ("batch", "batch"),
-                    ("precision", "precision"),
-                    ("batches", "batches timed"),
-                    ("load_ms", "load ms/batch"),
-                    ("step_ms", "step ms/batch"),
-                    ("load_share", "loading share"),
-                ],
-            ),
-            "",
-        ]
     return "\n".join(parts)
