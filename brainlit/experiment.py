@@ -3,7 +3,8 @@
 cache -> LMAE pretraining (label-free; on every subject, or on each fold's training subjects)
 -> for each fine-tuning config, repeat and subject-disjoint fold: fine-tune RWMOE + SSM from
 the pretrained encoder and predict the test subjects -> tangent ridge, kernel ridge on FC and
-the mean predictor on the identical folds -> every model scored the same way from its
+the mean predictor on the identical folds -> their averages (:mod:`brainlit.ensembles`)
+-> every model scored the same way from its
 predictions -> ``predictions.csv``, ``results.csv`` and ``results.md`` beside the paper's
 numbers. Each finished step is saved atomically and found on disk by a re-run.
 """
@@ -25,6 +26,7 @@ from jsonargparse import ArgumentParser
 from brainlit.baselines import predict_baselines
 from brainlit.cli import BrainlitCLI, datamodule_from_args
 from brainlit.data.cache import CacheReader
+from brainlit.ensembles import add_ensembles
 from brainlit.errors import BrainlitOutputError
 from brainlit.metrics import score_predictions
 from brainlit.report import format_table, to_markdown
@@ -258,7 +260,7 @@ class Experiment:
                         frame = self.finetune(config, repeat, fold, variant)
                         frames.append(frame.assign(model=VARIANTS[variant], repeat=repeat))
                 frames.append(self.baselines(config, repeat).assign(repeat=repeat))
-        predictions = self._with_age(pd.concat(frames, ignore_index=True))
+        predictions = add_ensembles(self._with_age(pd.concat(frames, ignore_index=True)))
         results = score_predictions(predictions)
         self.write(results, predictions)
         log.info("Experiment finished in %.1f min", (time.perf_counter() - start) / 60)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 from scipy import stats
 
+from brainlit.ensembles import CLASSICAL_ENSEMBLE
 from brainlit.metrics import corrected_paired_interval
 
 PAPER = {
@@ -19,7 +20,7 @@ PAPER = {
     "fluid_intelligence": {"mae": 2.940, "pearson_r": 0.887},
 }
 PAPER_ROW = "paper (Cam-CAN)"
-CLASSICAL = ("tangent_ridge", "kernel_ridge_fc", "mean")
+CLASSICAL = ("tangent_ridge", "kernel_ridge_fc", CLASSICAL_ENSEMBLE, "mean")
 MIN_TEST_FOR_R = 3  # r of two points is +-1 whatever the model does
 STATS = ("mean", "sd", "ci_low", "ci_high")
 SUMMARY_COLUMNS = ["model", "target", "n_folds"] + [
