@@ -69,7 +69,10 @@ class FCKernelRidge:
 
     def fit(self, roi_timeseries: Sequence[np.ndarray], y: Sequence[float]) -> FCKernelRidge:
         """Inner grid search on ``roi_timeseries`` ([R, T] each) and targets ``y`` [N]."""
-        features = fc_features(roi_timeseries)  # [N, F]
+        return self.fit_features(fc_features(roi_timeseries), y)
+
+    def fit_features(self, features: np.ndarray, y: Sequence[float]) -> FCKernelRidge:
+        """Inner grid search on precomputed features ``[N, F]`` (e.g. FC and more) and ``y`` [N]."""
         y = np.asarray(y, dtype=np.float64)
         self.y_mean_, self.y_std_ = float(y.mean()), float(y.std()) or 1.0
         n_features = features.shape[1]
@@ -88,4 +91,8 @@ class FCKernelRidge:
 
     def predict(self, roi_timeseries: Sequence[np.ndarray]) -> np.ndarray:
         """Predictions [N] in the units of the training targets."""
-        return self.search_.predict(fc_features(roi_timeseries)) * self.y_std_ + self.y_mean_
+        return self.predict_features(fc_features(roi_timeseries))
+
+    def predict_features(self, features: np.ndarray) -> np.ndarray:
+        """Predictions [N] from features made as those given to :meth:`fit_features`."""
+        return self.search_.predict(features) * self.y_std_ + self.y_mean_

@@ -57,35 +57,54 @@ class RoiProjection(nn.Module):
         return self.project(self.narrow(tokens).transpose(1, 2).flatten(2))
 
 
+def autocorrelation(x: torch.Tensor, lags: int) -> torch.Tensor:
+    """Each ROI's autocorrelation at lags ``1..lags``: ``x: [B, R, T]`` -> ``[B, lags * R]`` (lag-major).
+
+    The window's own temporal structure, which zero-lag FC discards: z-score each ROI over
+    the window, then average ``z[t] * z[t + lag]``. Computed in float32 even under autocast.
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float()
+        z = (x - x.mean(-1, keepdim=True)) / x.std(-1, unbiased=False, keepdim=True).clamp_min(1e-8)
+        return torch.cat([(z[..., lag:] * z[..., :-lag]).mean(-1) for lag in range(1, lags + 1)], dim=1)
+
+
 class FCReadout(nn.Module):
-    """Linear read-out of the window's Fisher-z FC upper triangle, ``[B, R, R]`` -> ``[B, n_targets]``.
+    """Linear read-out of the window's Fisher-z FC upper triangle (and optionally each ROI's
+    autocorrelation), ``x [B, R, T]``, ``fc [B, R, R]`` -> ``[B, n_targets]``.
 
     The features kernel ridge and tangent ridge get ready-made, handed to the model directly.
+    With ``lags > 0`` each ROI's autocorrelation at lags 1..lags joins them: the temporal
+    structure FC discards (``benchmarks/beyond_fc.py`` measures what it adds in closed form).
     The weights start at zero, so at initialisation the model's output is the SSM path's alone.
 
     Args:
         n_rois: Number of ROIs R.
         n_targets: Number of outputs.
-        dropout: Dropout on the FC features (a ridge-like penalty in expectation).
+        dropout: Dropout on the features (a ridge-like penalty in expectation).
         clip: ``|r|`` is clipped to this before arctanh.
+        lags: Autocorrelation lags per ROI added to the features (0: FC only).
     """
 
-    def __init__(self, n_rois: int, n_targets: int, dropout: float = 0.0, clip: float = 0.999) -> None:
+    def __init__(
+        self, n_rois: int, n_targets: int, dropout: float = 0.0, clip: float = 0.999, lags: int = 0
+    ) -> None:
         super().__init__()
         self.register_buffer("upper", torch.triu_indices(n_rois, n_rois, 1), persistent=False)
-        self.clip = clip
+        self.clip, self.lags = clip, lags
         self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(self.upper.shape[1], n_targets)
+        self.linear = nn.Linear(self.upper.shape[1] + lags * n_rois, n_targets)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
-    def features(self, fc: torch.Tensor) -> torch.Tensor:
-        """Fisher-z edges ``[B, R (R - 1) / 2]`` of correlations ``fc: [B, R, R]``."""
-        return torch.atanh(fc[:, self.upper[0], self.upper[1]].clamp(-self.clip, self.clip))
+    def features(self, x: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
+        """Fisher-z edges of ``fc: [B, R, R]`` then, with ``lags``, autocorrelations of ``x``."""
+        edges = torch.atanh(fc[:, self.upper[0], self.upper[1]].clamp(-self.clip, self.clip))
+        return torch.cat([edges, autocorrelation(x, self.lags)], dim=1) if self.lags else edges
 
-    def forward(self, fc: torch.Tensor) -> torch.Tensor:
-        """``fc: [B, R, R]`` correlations -> ``[B, n_targets]``."""
-        return self.linear(self.dropout(self.features(fc)))
+    def forward(self, x: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
+        """``x: [B, R, T]`` series and ``fc: [B, R, R]`` their correlations -> ``[B, n_targets]``."""
+        return self.linear(self.dropout(self.features(x, fc)))
 
     @torch.no_grad()
     def set_weights(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
@@ -135,6 +154,7 @@ class BrainRegressor(nn.Module):
         fc_readout: Add :class:`FCReadout` of the window's FC to the SSM head's output, so the
             correlation structure reaches the prediction through a linear path as well.
         fc_dropout: Dropout on the FC read-out's features.
+        readout_lags: Autocorrelation lags per ROI the FC read-out also reads (0: FC only).
     """
 
     def __init__(
@@ -165,6 +185,7 @@ class BrainRegressor(nn.Module):
         head_dropout: float = 0.1,
         fc_readout: bool = False,
         fc_dropout: float = 0.0,
+        readout_lags: int = 0,
     ) -> None:
         super().__init__()
         if sequence not in ("patch", "roi_major") or roi_pool not in ("linear", "mean"):
@@ -188,7 +209,7 @@ class BrainRegressor(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.head_dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(d_model, n_targets)
-        self.fc_readout = FCReadout(n_rois, n_targets, fc_dropout) if fc_readout else None
+        self.fc_readout = FCReadout(n_rois, n_targets, fc_dropout, lags=readout_lags) if fc_readout else None
 
     @classmethod
     def from_specs(
@@ -201,6 +222,7 @@ class BrainRegressor(nn.Module):
         head_dropout: float = 0.1,
         fc_readout: bool = False,
         fc_dropout: float = 0.0,
+        readout_lags: int = 0,
     ) -> BrainRegressor:
         """Build from the encoder's arguments and the grouped ``MoESpec`` and ``SSMSpec`` dataclasses.
 
@@ -213,12 +235,13 @@ class BrainRegressor(nn.Module):
             head_dropout: Dropout before the linear head.
             fc_readout: Add the linear FC read-out beside the SSM.
             fc_dropout: Dropout on the FC read-out's features.
+            readout_lags: Autocorrelation lags per ROI the FC read-out also reads.
         """
         kwargs = {_MOE_RENAMES.get(k, k): v for k, v in dataclasses.asdict(moe).items()}
         kwargs.update({_SSM_RENAMES.get(k, k): v for k, v in dataclasses.asdict(ssm).items()})
         return cls(
             PatchEncoder(n_rois, **encoder), n_targets, head_dropout=head_dropout,
-            fc_readout=fc_readout, fc_dropout=fc_dropout, **kwargs,
+            fc_readout=fc_readout, fc_dropout=fc_dropout, readout_lags=readout_lags, **kwargs,
         )  # fmt: skip
 
     def forward(
@@ -243,7 +266,7 @@ class BrainRegressor(nn.Module):
         pooled = self.norm(sequence.mean(1))  # [B, D]
         pred = self.head(self.head_dropout(pooled))
         if self.fc_readout is not None:
-            linear = self.fc_readout(fc) if fc_prediction is None else fc_prediction
+            linear = self.fc_readout(x, fc) if fc_prediction is None else fc_prediction
             pred = pred + linear.to(pred.dtype)
         return pred, aux
 

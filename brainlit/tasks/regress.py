@@ -98,6 +98,9 @@ class RegressionTask(BrainTask):
             predictions instead of its in-sample ones (cross-fitted stacking, see
             :mod:`brainlit.tasks.closed_form`); test and predict use the read-out itself.
         fc_dropout: Dropout on the FC read-out's features (``learned`` only).
+        readout_lags: The read-out also reads each ROI's autocorrelation at lags 1..N of the
+            window (0: FC only). FC is zero-lag; each region's own temporal structure is what
+            it discards, and ``benchmarks/beyond_fc.py`` measures how much that adds.
         pretrained: LMAEPretrainer checkpoint (``.ckpt``) or exported encoder (``.safetensors``)
             whose encoder is loaded, or null. Checkpoints are read as plain data only.
         freeze_encoder: Keep the encoder weights fixed.
@@ -126,6 +129,7 @@ class RegressionTask(BrainTask):
         head_dropout: float = 0.1,
         fc_readout: Literal["none", "learned", "ridge"] = "none",
         fc_dropout: float = 0.0,
+        readout_lags: int = 0,
         pretrained: str | None = None,
         freeze_encoder: bool = False,
         encoder_lr_scale: float = 0.1,
@@ -141,6 +145,8 @@ class RegressionTask(BrainTask):
         super().__init__()
         if not target_names:
             raise ValueError("RegressionTask needs at least one target: set data.targets, e.g. [age].")
+        if readout_lags and fc_readout == "none":
+            raise ValueError("readout_lags needs a read-out to feed: set fc_readout to learned or ridge.")
         encoder, weights = resolve_patch_len(as_spec(encoder, EncoderSpec), t_r), None
         if pretrained:
             encoder, weights = load_encoder(pretrained)
@@ -151,7 +157,7 @@ class RegressionTask(BrainTask):
         self.lr, self.weight_decay, self.warmup_fraction = lr, weight_decay, warmup_fraction
         self.model = BrainRegressor.from_specs(
             n_rois, len(target_names), encoder_args(encoder), moe, ssm, head_dropout,
-            fc_readout != "none", fc_dropout,
+            fc_readout != "none", fc_dropout, readout_lags,
         )  # fmt: skip
         if fc_readout == "ridge":
             self.model.fc_readout.requires_grad_(False)
@@ -181,7 +187,8 @@ class RegressionTask(BrainTask):
         runs, targets = runs + val_runs, np.concatenate([targets, val_targets])
         readout = self.model.fc_readout
         with torch.no_grad():
-            features = torch.cat([readout.features(correlation(torch.from_numpy(r)[None])) for r in runs])
+            series = [torch.from_numpy(r)[None] for r in runs]
+            features = torch.cat([readout.features(x, correlation(x)) for x in series])
         weight, bias, alphas = fit_ridge_readout(features, torch.from_numpy(targets))
         loo = loo_ridge_predictions(features, torch.from_numpy(targets), alphas)
         self.stacked_offsets = dict(zip(datamodule.fold_subject_ids("train") + datamodule.fold_subject_ids("val"),

@@ -94,3 +94,21 @@ def test_linear_roi_pool_keeps_which_roi_carried_a_signal():
     assert not torch.allclose(model.to_sequence(first), model.to_sequence(last))
     pooled = tiny_regressor(roi_pool="mean")
     torch.testing.assert_close(pooled.to_sequence(first), pooled.to_sequence(last))
+
+
+def test_readout_lags_add_each_rois_autocorrelation_to_the_fc_features():
+    from brainlit.models.predictor import autocorrelation
+    from brainlit.models.rwmoe import correlation
+
+    torch.manual_seed(0)
+    slow = torch.sin(torch.arange(4000.0) * 2 * torch.pi / 50).expand(1, 8, -1)  # period 50: lag 1 ~ cos(2 pi / 50)
+    white = torch.randn(1, 8, 4000)
+    assert autocorrelation(slow, 2).shape == (1, 16)
+    assert torch.allclose(autocorrelation(slow, 1), torch.tensor(0.992), atol=0.01) and autocorrelation(white, 1).abs().max() < 0.1
+    model = tiny_regressor(n_targets=2, fc_readout=True, readout_lags=3)
+    x = torch.randn(4, 8, 40)
+    features = model.fc_readout.features(x, correlation(x))
+    assert features.shape == (4, 8 * 7 // 2 + 3 * 8)
+    torch.testing.assert_close(features[:, -24:], autocorrelation(x, 3))
+    pred, _ = model(x)
+    assert pred.shape == (4, 2)

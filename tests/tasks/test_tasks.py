@@ -69,6 +69,11 @@ def test_regression_needs_a_target():
         RegressionTask(n_rois=6, target_names=[])
 
 
+def test_readout_lags_without_a_readout_is_an_error_not_ignored():
+    with pytest.raises(ValueError, match="fc_readout"):
+        RegressionTask(n_rois=6, target_names=["age"], readout_lags=3)
+
+
 def test_patch_seconds_sets_patch_len_from_the_cohort_tr():
     spec = EncoderSpec(d_model=16, depth=1, n_heads=2, patch_seconds=16.0)
     fast = LMAEPretrainer(n_rois=6, encoder=spec, t_r=0.72)

@@ -1,0 +1,34 @@
+"""benchmarks/beyond_fc.py: what the time series hold beyond FC, in closed form."""
+
+import sys
+
+import numpy as np
+from scipy.signal import lfilter
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import beyond_fc  # noqa: E402
+
+
+def _ar1(phi: np.ndarray, n_rois: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    """Independent AR(1) ROIs, one coefficient per subject: ``[N, R, T]``."""
+    noise = rng.standard_normal((len(phi), n_rois, length))
+    return np.stack([lfilter([1.0], [1.0, -p], n, axis=-1) for p, n in zip(phi, noise, strict=True)])
+
+
+def test_dynamics_features_are_each_rois_lag_autocorrelation():
+    series = _ar1(np.array([0.8]), n_rois=3, length=20000, rng=np.random.default_rng(0))
+    features = beyond_fc.dynamics_features(series, max_lag=2)  # [1, R * 2]: lag 1 then lag 2
+    assert features.shape == (1, 6)
+    np.testing.assert_allclose(features[0], [0.8] * 3 + [0.64] * 3, atol=0.03)
+
+
+def test_a_target_carried_by_dynamics_alone_is_found_by_dynamics_and_missed_by_fc():
+    rng = np.random.default_rng(1)
+    age = rng.uniform(18, 88, 60)
+    series = _ar1(0.2 + 0.6 * (age - 18) / 70, n_rois=6, length=150, rng=rng)  # no coupling at all
+    summary = beyond_fc.summarize(beyond_fc.evaluate(series, {"age": age}, folds=3, repeats=1, max_lag=2), 3)
+    mae = {row["model"]: row["mae"] for row in summary}
+    assert mae["ridge on dynamics"] < 0.5 * mae["ridge on fc"]
+    assert mae["ridge on fc + dynamics"] < mae["ridge on fc"]
