@@ -54,9 +54,13 @@ test-all: install  ## every test, slow and gpu included
 lint: install
 	$(VENV)/bin/ruff check brainlit tests benchmarks
 
-bench: install  ## speed and memory tables in benchmarks/results/ (never part of the tests)
+BENCH_CACHE ?= runs/demo/cache.h5
+
+bench: install  ## speed and memory tables, and what dynamics add to FC, in benchmarks/results/ (never part of the tests)
 	$(PY) benchmarks/bench_models.py $(if $(QUICK),--quick)
 	$(PY) benchmarks/bench_cache.py $(if $(QUICK),--subjects 2 --jobs 1)
+	@if [ -f $(BENCH_CACHE) ]; then $(PY) benchmarks/beyond_fc.py $(BENCH_CACHE) $(if $(QUICK),--repeats 1); \
+	else echo "beyond_fc: no $(BENCH_CACHE); run make demo first or pass BENCH_CACHE=FILE"; fi
 
 gpu-check:  ## on a GPU machine: GPU tests, benchmarks, bf16 demo fit -> $$OUT/gpu_check.json (DRY_RUN=1: CPU rehearsal)
 	$(GPU_PYTHON) benchmarks/gpu_check.py $(if $(DRY_RUN),--dry-run) $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT))
