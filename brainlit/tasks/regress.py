@@ -98,6 +98,9 @@ class RegressionTask(BrainTask):
             predictions instead of its in-sample ones (cross-fitted stacking, see
             :mod:`brainlit.tasks.closed_form`); test and predict use the read-out itself.
         fc_dropout: Dropout on the FC read-out's features (``learned`` only).
+        zero_head: Start the SSM path's linear head at zero, so the model starts as its FC
+            read-out (with ``fc_readout: ridge``, the closed-form model) and the network's
+            share grows only as far as training finds something to add (as in ReZero).
         readout_lags: The read-out also reads each ROI's autocorrelation at lags 1..N of the
             window (0: FC only). FC is zero-lag; each region's own temporal structure is what
             it discards, and ``benchmarks/beyond_fc.py`` measures how much that adds.
@@ -130,6 +133,7 @@ class RegressionTask(BrainTask):
         fc_readout: Literal["none", "learned", "ridge"] = "none",
         fc_dropout: float = 0.0,
         readout_lags: int = 0,
+        zero_head: bool = False,
         pretrained: str | None = None,
         freeze_encoder: bool = False,
         encoder_lr_scale: float = 0.1,
@@ -161,6 +165,9 @@ class RegressionTask(BrainTask):
         )  # fmt: skip
         if fc_readout == "ridge":
             self.model.fc_readout.requires_grad_(False)
+        if zero_head:
+            nn.init.zeros_(self.model.head.weight)
+            nn.init.zeros_(self.model.head.bias)
         if weights is not None:
             self.model.load_pretrained_encoder(weights)
         self.model.encoder.requires_grad_(not freeze_encoder)

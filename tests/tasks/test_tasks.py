@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from brainlit.errors import BrainlitCheckpointError
+from brainlit.models.rwmoe import correlation
 from brainlit.tasks import EncoderSpec, LMAEPretrainer, RegressionTask
 
 SMALL = EncoderSpec(d_model=16, depth=1, n_heads=2)
@@ -67,6 +68,20 @@ def test_predictions_come_back_in_original_units():
 def test_regression_needs_a_target():
     with pytest.raises(ValueError, match="data.targets"):
         RegressionTask(n_rois=6, target_names=[])
+
+
+def test_a_zero_head_model_starts_as_its_readout_and_then_learns():
+    torch.manual_seed(0)
+    task = RegressionTask(n_rois=6, target_names=["age"], crop_len=16, encoder=SMALL,
+                          fc_readout="ridge", readout_lags=2, zero_head=True)
+    readout = task.model.fc_readout
+    readout.set_weights(torch.randn_like(readout.linear.weight), torch.tensor([0.3]))
+    x = torch.randn(4, 6, 16)
+    pred, _ = task.model(x)
+    torch.testing.assert_close(pred, readout(x, correlation(x)))  # the SSM path adds exactly 0
+    loss = (pred - 1.0).pow(2).mean()
+    loss.backward()
+    assert task.model.head.weight.grad.abs().sum() > 0  # and the head is free to move
 
 
 def test_readout_lags_without_a_readout_is_an_error_not_ignored():
