@@ -83,14 +83,14 @@ def summarize(rows: list[dict], folds: int) -> list[dict]:
         reference = np.array(by_model["ridge on fc"])
         for model, maes in by_model.items():
             mean, low, high = corrected_paired_interval(np.array(maes) - reference, 1 / (folds - 1))
-            out.append({"target": target, "model": model, "folds": len(maes), "mae": round(float(np.mean(maes)), 2),
-                        "mae_sd": round(float(np.std(maes, ddof=1)), 2),
+            out.append({"target": target, "model": model, "folds": len(maes), "mae": float(np.mean(maes)),
+                        "mae_sd": float(np.std(maes, ddof=1)),
                         "vs_ridge_fc": "-" if model == "ridge on fc" else f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"})
     return out
 
 
-COLUMNS = [("target", "target"), ("model", "model"), ("folds", "folds"), ("mae_text", "MAE"),
-           ("mae_sd_text", "sd"), ("vs_ridge_fc", "minus ridge on FC [95% CI, corrected]")]
+COLUMNS = [("target", "target"), ("model", "model"), ("folds", "folds"), ("mae", "MAE"),
+           ("mae_sd", "sd"), ("vs_ridge_fc", "minus ridge on FC [95% CI, corrected]")]
 
 
 def main() -> None:
@@ -114,8 +114,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "beyond_fc.json").write_text(json.dumps({"cache": str(args.cache), "rows": rows,
                                                          "summary": summary}, indent=1))
-    table = markdown_table([{**r, "mae_text": f"{r['mae']:.2f}", "mae_sd_text": f"{r['mae_sd']:.2f}"}
-                            for r in summary], COLUMNS)
+    table = markdown_table([{**r, "mae": f"{r['mae']:.2f}", "mae_sd": f"{r['mae_sd']:.2f}"} for r in summary],
+                           COLUMNS)
     header = (f"{len(subjects)} subjects, {series.shape[1]} ROIs, {length} volumes; "
               f"{args.repeats} x {args.folds}-fold, stratified by target quintile")
     (args.out / "beyond_fc.md").write_text(f"# Beyond FC: {args.cache}\n\n{header}\n\n{table}\n")

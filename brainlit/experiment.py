@@ -3,10 +3,9 @@
 cache -> LMAE pretraining (label-free; on every subject, or on each fold's training subjects)
 -> for each fine-tuning config, repeat and subject-disjoint fold: fine-tune RWMOE + SSM from
 the pretrained encoder and predict the test subjects -> tangent ridge, kernel ridge on FC and
-the mean predictor on the identical folds -> their averages (:mod:`brainlit.ensembles`)
--> every model scored the same way from its
-predictions -> ``predictions.csv``, ``results.csv`` and ``results.md`` beside the paper's
-numbers. Each finished step is saved atomically and found on disk by a re-run.
+the mean predictor on the identical folds -> their averages (:mod:`brainlit.ensembles`) ->
+every model scored the same way from its predictions -> ``predictions.csv``, ``results.csv``
+and ``results.md`` beside the paper's numbers. Each finished step is saved atomically and found on disk by a re-run.
 """
 
 from __future__ import annotations

@@ -98,12 +98,12 @@ class RegressionTask(BrainTask):
             predictions instead of its in-sample ones (cross-fitted stacking, see
             :mod:`brainlit.tasks.closed_form`); test and predict use the read-out itself.
         fc_dropout: Dropout on the FC read-out's features (``learned`` only).
-        zero_head: Start the SSM path's linear head at zero, so the model starts as its FC
-            read-out (with ``fc_readout: ridge``, the closed-form model) and the network's
-            share grows only as far as training finds something to add (as in ReZero).
         readout_lags: The read-out also reads each ROI's autocorrelation at lags 1..N of the
             window (0: FC only). FC is zero-lag; each region's own temporal structure is what
             it discards, and ``benchmarks/beyond_fc.py`` measures how much that adds.
+        zero_head: Start the SSM path's linear head at zero, so the model starts as its FC
+            read-out (with ``fc_readout: ridge``, the closed-form model) and the network's
+            share grows only as far as training finds something to add (as in ReZero).
         pretrained: LMAEPretrainer checkpoint (``.ckpt``) or exported encoder (``.safetensors``)
             whose encoder is loaded, or null. Checkpoints are read as plain data only.
         freeze_encoder: Keep the encoder weights fixed.
