@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from nilearn.connectome import ConnectivityMeasure
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanAbsoluteError, Metric, PearsonCorrCoef
 from torchmetrics.aggregation import CatMetric
 
-from brainlit.models.predictor import BrainRegressor
+from brainlit.models.predictor import BrainRegressor, FCReadout
 from brainlit.models.rwmoe import correlation
 from brainlit.tasks.base import BrainTask, decay_groups
 from brainlit.tasks.checkpoints import load_encoder
@@ -101,6 +103,11 @@ class RegressionTask(BrainTask):
         readout_lags: The read-out also reads each ROI's autocorrelation at lags 1..N of the
             window (0: FC only). FC is zero-lag; each region's own temporal structure is what
             it discards, and ``benchmarks/beyond_fc.py`` measures how much that adds.
+        readout_connectivity: The read-out's edges: ``correlation`` (Fisher-z) or ``tangent``:
+            each window's Ledoit-Wolf covariance projected into the tangent space at the
+            geometric mean of the fold's training and validation runs (nilearn
+            ``ConnectivityMeasure(kind="tangent")``, fit at the start of ``fit``), the features
+            of the tangent ridge baseline (Dadi et al. 2019 found them the best for prediction).
         zero_head: Start the SSM path's linear head at zero, so the model starts as its FC
             read-out (with ``fc_readout: ridge``, the closed-form model) and the network's
             share grows only as far as training finds something to add (as in ReZero).
@@ -133,6 +140,7 @@ class RegressionTask(BrainTask):
         fc_readout: Literal["none", "learned", "ridge"] = "none",
         fc_dropout: float = 0.0,
         readout_lags: int = 0,
+        readout_connectivity: Literal["correlation", "tangent"] = "correlation",
         zero_head: bool = False,
         pretrained: str | None = None,
         freeze_encoder: bool = False,
@@ -149,8 +157,9 @@ class RegressionTask(BrainTask):
         super().__init__()
         if not target_names:
             raise ValueError("RegressionTask needs at least one target: set data.targets, e.g. [age].")
-        if readout_lags and fc_readout == "none":
-            raise ValueError("readout_lags needs a read-out to feed: set fc_readout to learned or ridge.")
+        if fc_readout == "none" and (readout_lags or readout_connectivity != "correlation"):
+            raise ValueError("readout_lags and readout_connectivity need a read-out to feed: "
+                             "set fc_readout to learned or ridge.")
         encoder, weights = resolve_patch_len(as_spec(encoder, EncoderSpec), t_r), None
         if pretrained:
             encoder, weights = load_encoder(pretrained)
@@ -161,7 +170,7 @@ class RegressionTask(BrainTask):
         self.lr, self.weight_decay, self.warmup_fraction = lr, weight_decay, warmup_fraction
         self.model = BrainRegressor.from_specs(
             n_rois, len(target_names), encoder_args(encoder), moe, ssm, head_dropout,
-            fc_readout != "none", fc_dropout, readout_lags,
+            fc_readout != "none", fc_dropout, readout_lags, readout_connectivity,
         )  # fmt: skip
         if fc_readout == "ridge":
             self.model.fc_readout.requires_grad_(False)
@@ -183,28 +192,45 @@ class RegressionTask(BrainTask):
         self.val_metrics, self.test_metrics = StageMetrics(target_names), StageMetrics(target_names)
 
     def on_fit_start(self) -> None:
-        """Fit the ``ridge`` FC read-out on the training fold before the first step."""
-        if self.hparams.fc_readout != "ridge":
+        """Fit the read-out's tangent reference and its ``ridge`` weights before the first step.
+
+        Both see the fold's training and validation subjects (every non-test subject, as the
+        classical baselines), never the test fold.
+        """
+        tangent = self.hparams.readout_connectivity == "tangent"
+        if self.hparams.fc_readout != "ridge" and not tangent:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
         if not hasattr(datamodule, "split_runs"):
-            raise RuntimeError("fc_readout: ridge needs a datamodule with split_runs (FMRIDataModule).")
+            raise RuntimeError("the FC read-out's closed-form fit needs a datamodule with split_runs "
+                               "(FMRIDataModule).")
         runs, targets = datamodule.split_runs("train")
-        val_runs, val_targets = datamodule.split_runs("val")  # every non-test subject, as baselines
+        val_runs, val_targets = datamodule.split_runs("val")
         runs, targets = runs + val_runs, np.concatenate([targets, val_targets])
+        if tangent:
+            reference = ConnectivityMeasure(kind="tangent").fit([r.T for r in runs])
+            self._each_readout(lambda readout: readout.set_reference(torch.from_numpy(reference.whitening_)))
+            log.info("Tangent reference of the FC read-out: geometric mean of %d training runs", len(runs))
+        if self.hparams.fc_readout == "ridge":
+            subjects = datamodule.fold_subject_ids("train") + datamodule.fold_subject_ids("val")
+            self._fit_ridge_readout(runs, torch.from_numpy(targets), subjects)
+
+    def _fit_ridge_readout(self, runs: list[np.ndarray], targets: torch.Tensor, subjects: list[str]) -> None:
         readout = self.model.fc_readout
         with torch.no_grad():
-            series = [torch.from_numpy(r)[None] for r in runs]
-            features = torch.cat([readout.features(x, correlation(x)) for x in series])
-        weight, bias, alphas = fit_ridge_readout(features, torch.from_numpy(targets))
-        loo = loo_ridge_predictions(features, torch.from_numpy(targets), alphas)
-        self.stacked_offsets = dict(zip(datamodule.fold_subject_ids("train") + datamodule.fold_subject_ids("val"),
-                                        loo, strict=True))
-        readout.set_weights(weight.to(self.device), bias.to(self.device))
-        if self.ema is not None:
-            self.ema.module.fc_readout.set_weights(weight.to(self.device), bias.to(self.device))
+            series = [torch.from_numpy(r)[None].to(self.device) for r in runs]
+            features = torch.cat([readout.features(x, correlation(x)) for x in series]).cpu()
+        weight, bias, alphas = fit_ridge_readout(features, targets)
+        self.stacked_offsets = dict(zip(subjects, loo_ridge_predictions(features, targets, alphas), strict=True))
+        self._each_readout(lambda readout: readout.set_weights(weight.to(self.device), bias.to(self.device)))
         log.info("FC read-out fit by ridge on %d training runs (penalty per target: %s)",
                  len(runs), ", ".join(f"{a:g}" for a in alphas))
+
+    def _each_readout(self, install: Callable[[FCReadout], None]) -> None:
+        """Apply ``install`` to the read-out of the trained weights and of their moving average."""
+        install(self.model.fc_readout)
+        if self.ema is not None:
+            install(self.ema.module.fc_readout)
 
     def setup(self, stage: str) -> None:
         """Take the training fold's target statistics from the datamodule."""

@@ -1,5 +1,6 @@
 """BrainRegressor: shapes, gradients, overfitting 8 subjects, pretrained-encoder loading."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,3 +113,26 @@ def test_readout_lags_add_each_rois_autocorrelation_to_the_fc_features():
     torch.testing.assert_close(features[:, -24:], autocorrelation(x, 3))
     pred, _ = model(x)
     assert pred.shape == (4, 2)
+
+
+def test_tangent_readout_features_are_nilearns_tangent_space():
+    from nilearn.connectome import ConnectivityMeasure
+    from sklearn.covariance import LedoitWolf
+
+    from brainlit.models.predictor import ledoit_wolf, tangent_space
+
+    rng = np.random.default_rng(0)
+    runs = rng.standard_normal((5, 8, 40)).cumsum(-1) + rng.standard_normal((5, 8, 40))
+    shrunk = ledoit_wolf(torch.from_numpy(runs))
+    expected = np.stack([LedoitWolf(store_precision=False).fit(r.T).covariance_ for r in runs])
+    np.testing.assert_allclose(shrunk.numpy(), expected, atol=1e-10)
+    measure = ConnectivityMeasure(kind="tangent").fit([r.T for r in runs])
+    tangent = tangent_space(shrunk, torch.from_numpy(measure.whitening_))
+    np.testing.assert_allclose(tangent.numpy(), measure.transform([r.T for r in runs]), atol=1e-8)
+    model = tiny_regressor(fc_readout=True, readout_connectivity="tangent", readout_lags=1)
+    model.fc_readout.set_reference(torch.from_numpy(measure.whitening_))
+    x = torch.from_numpy(runs).float()
+    features = model.fc_readout.features(x, torch.zeros(5, 8, 8))
+    upper = np.triu_indices(8, 1)
+    assert features.shape == (5, 28 + 8)
+    np.testing.assert_allclose(features[:, :28].numpy(), tangent.numpy()[:, upper[0], upper[1]], atol=1e-4)

@@ -1,8 +1,14 @@
 """The LightningModules: encoder transfer, frozen encoder, layer-wise LR, original units."""
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
+from nilearn.connectome import ConnectivityMeasure
 
+from brainlit.data.datamodule import FMRIDataModule
+from brainlit.data.simulate import simulate_cohort
 from brainlit.errors import BrainlitCheckpointError
 from brainlit.models.rwmoe import correlation
 from brainlit.tasks import EncoderSpec, LMAEPretrainer, RegressionTask
@@ -87,6 +93,33 @@ def test_a_zero_head_model_starts_as_its_readout_and_then_learns():
 def test_readout_lags_without_a_readout_is_an_error_not_ignored():
     with pytest.raises(ValueError, match="fc_readout"):
         RegressionTask(n_rois=6, target_names=["age"], readout_lags=3)
+    with pytest.raises(ValueError, match="fc_readout"):
+        RegressionTask(n_rois=6, target_names=["age"], readout_connectivity="tangent")
+
+
+def test_the_closed_form_tangent_readout_is_fit_on_training_and_validation_runs_only(tmp_path):
+    simulate_cohort(tmp_path, n_subjects=24, n_rois=8, n_volumes=60, seed=3)
+    dm = FMRIDataModule(str(tmp_path), atlas=str(tmp_path / "atlas.nii.gz"), cache_path=str(tmp_path / "c.h5"),
+                        min_timepoints=40, crop_len=24, n_folds=4, targets=["age"])
+    dm.prepare_data()
+    dm.setup("fit")
+    task = RegressionTask(n_rois=8, target_names=["age"], crop_len=24, encoder=SMALL, fc_readout="ridge",
+                          readout_connectivity="tangent", ema_decay=0.9)
+    task.trainer = SimpleNamespace(datamodule=dm)
+    task.on_fit_start()
+    seen = dm.split_runs("train")[0] + dm.split_runs("val")[0]
+    everyone = seen + dm.split_runs("test")[0]
+    expected = ConnectivityMeasure(kind="tangent").fit([r.T for r in seen]).whitening_
+    with_test = ConnectivityMeasure(kind="tangent").fit([r.T for r in everyone]).whitening_
+    for readout in (task.model.fc_readout, task.ema.module.fc_readout):
+        np.testing.assert_allclose(readout.whitening.numpy(), expected)
+        assert not np.allclose(readout.whitening.numpy(), with_test)
+        assert readout.linear.weight.abs().sum() > 0  # the ridge was fit on the tangent features
+    assert set(task.stacked_offsets) == set(dm.fold_subject_ids("train") + dm.fold_subject_ids("val"))
+    restored = RegressionTask(**{k: v for k, v in task.hparams.items() if k not in ("encoder", "moe", "ssm")},
+                              encoder=SMALL)
+    restored.load_state_dict(task.state_dict())  # the reference travels with the checkpoint
+    np.testing.assert_allclose(restored.model.fc_readout.whitening.numpy(), expected)
 
 
 def test_patch_seconds_sets_patch_len_from_the_cohort_tr():
