@@ -4,7 +4,9 @@ FC (zero-lag correlations between ROIs) is what the classical baselines use. Eac
 temporal structure is what they discard and what a time-series model could add. This measures
 both in closed form, on repeated stratified k-fold of a brainlit cache (no learning beyond
 ridge, so it takes a minute): ridge on FC, ridge on each ROI's autocorrelation at lags
-1..``max_lag`` ("dynamics"), ridge on both, and kernel ridge (the baseline's) on FC and on both.
+1..``max_lag`` ("dynamics"), ridge on both, ridge on tangent-space FC (reference fit on each
+fold's training subjects) alone and with the dynamics, and kernel ridge (the baseline's) on FC
+and on FC + dynamics.
 The paired difference of ridge on FC + dynamics against ridge on FC says how much a model that
 reads the dynamics could gain; a learned model that does not reach it has not learned them.
 
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from measure import markdown_table
+from nilearn.connectome import ConnectivityMeasure
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
@@ -44,11 +47,19 @@ def _ridge(train: np.ndarray, y: np.ndarray, test: np.ndarray) -> np.ndarray:
     return model.predict(test)
 
 
+def tangent_features(series: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Tangent-space FC ``[N, R (R - 1) / 2]`` of every subject at the geometric mean of the
+    ``train`` subjects' covariances (nilearn; the test subjects never shape the reference)."""
+    measure = ConnectivityMeasure(kind="tangent", vectorize=True, discard_diagonal=True)
+    measure.fit([series[i].T for i in train])
+    return measure.transform([s.T for s in series])
+
+
 def evaluate(series: np.ndarray, targets: dict[str, np.ndarray], folds: int, repeats: int,
              max_lag: int) -> list[dict]:
     """One row per (target, repeat, fold, model) with the test MAE."""
-    features = {"fc": fc_features(series), "dynamics": dynamics_features(series, max_lag)}
-    features["fc + dynamics"] = np.hstack([features["fc"], features["dynamics"]])
+    fixed = {"fc": fc_features(series), "dynamics": dynamics_features(series, max_lag)}
+    fixed["fc + dynamics"] = np.hstack([fixed["fc"], fixed["dynamics"]])
     rows = []
     for target, y in targets.items():
         usable = np.isfinite(y)
@@ -58,6 +69,8 @@ def evaluate(series: np.ndarray, targets: dict[str, np.ndarray], folds: int, rep
             splitter = StratifiedKFold(folds, shuffle=True, random_state=repeat)
             for fold, (train, test) in enumerate(splitter.split(index, strata)):
                 train, test = index[train], index[test]
+                tangent = tangent_features(series, train)
+                features = {**fixed, "tangent": tangent, "tangent + dynamics": np.hstack([tangent, fixed["dynamics"]])}
                 for name, x in features.items():
                     pred = _ridge(x[train], y[train], x[test])
                     rows.append(_row(target, repeat, fold, f"ridge on {name}", pred, y[test]))

@@ -32,3 +32,14 @@ def test_a_target_carried_by_dynamics_alone_is_found_by_dynamics_and_missed_by_f
     mae = {row["model"]: row["mae"] for row in summary}
     assert mae["ridge on dynamics"] < 0.5 * mae["ridge on fc"]
     assert mae["ridge on fc + dynamics"] < mae["ridge on fc"]
+
+
+def test_the_tangent_reference_never_sees_the_test_subjects():
+    rng = np.random.default_rng(2)
+    series = rng.standard_normal((12, 4, 80))
+    train = np.arange(8)
+    before = beyond_fc.tangent_features(series, train)
+    series[8:] *= rng.uniform(2, 5, (4, 4, 1))  # a signal planted in the test subjects only
+    after = beyond_fc.tangent_features(series, train)
+    np.testing.assert_allclose(after[:8], before[:8])
+    assert not np.allclose(after[8:], before[8:])
