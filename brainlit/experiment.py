@@ -3,7 +3,8 @@
 cache -> LMAE pretraining (label-free; on every subject, or on each fold's training subjects)
 -> for each fine-tuning config, repeat and subject-disjoint fold: fine-tune RWMOE + SSM from
 the pretrained encoder and predict the test subjects -> tangent ridge, kernel ridge on FC and
-the mean predictor on the identical folds -> their averages (:mod:`brainlit.ensembles`) ->
+the mean predictor on the identical folds (and brainlit's closed-form read-out alone, where it
+has one, as ``brainlit read-out``) -> their averages (:mod:`brainlit.ensembles`) ->
 every model scored the same way from its predictions -> ``predictions.csv``, ``results.csv``
 and ``results.md`` beside the paper's numbers. Each finished step is saved atomically and found on disk by a re-run.
 """
@@ -28,7 +29,7 @@ from brainlit.data.cache import CacheReader
 from brainlit.ensembles import add_ensembles
 from brainlit.errors import BrainlitOutputError
 from brainlit.metrics import score_predictions
-from brainlit.report import format_table, to_markdown
+from brainlit.report import READOUT, format_table, to_markdown
 from brainlit.tasks.pretrain import format_diagnostics
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,8 @@ class Experiment:
         """The test predictions of one fold: the mean over the ensemble's members."""
         members = [self.finetune_member(config, repeat, fold, variant, m) for m in range(self.ensemble)]
         keys = ["target", "subject_id", "fold"]
-        return pd.concat(members).groupby(keys, sort=False, as_index=False)[["y_true", "y_pred"]].mean()
+        values = [c for c in ("y_true", "y_pred", "y_readout") if c in members[0]]
+        return pd.concat(members).groupby(keys, sort=False, as_index=False)[values].mean()
 
     def finetune_member(self, config: Path, repeat: int, fold: int, variant: str, member: int) -> pd.DataFrame:
         """Fine-tune one model and predict the fold's test subjects; saved and reused on a re-run.
@@ -256,8 +258,10 @@ class Experiment:
                 for fold in range(self._n_folds(config)):
                     self.fold_splits(config, repeat, fold)
                     for variant in self.variants:
-                        frame = self.finetune(config, repeat, fold, variant)
-                        frames.append(frame.assign(model=VARIANTS[variant], repeat=repeat))
+                        frame = self.finetune(config, repeat, fold, variant).assign(repeat=repeat)
+                        frames.append(frame.assign(model=VARIANTS[variant]))
+                        if variant == "local" and "y_readout" in frame:
+                            frames.append(frame.assign(model=READOUT, y_pred=frame["y_readout"]))
                 frames.append(self.baselines(config, repeat).assign(repeat=repeat))
         predictions = add_ensembles(self._with_age(pd.concat(frames, ignore_index=True)))
         results = score_predictions(predictions)
@@ -311,13 +315,16 @@ class Experiment:
 
 
 def _prediction_frame(batches: list[dict], target_names: list[str]) -> pd.DataFrame:
-    """Long table (target, subject_id, y_true, y_pred) of ``RegressionTask.predict_step`` outputs."""
+    """Long table (target, subject_id, y_true, y_pred) of ``RegressionTask.predict_step`` outputs,
+    with ``y_readout`` where the model has a closed-form read-out."""
+    readout = all("readout" in batch for batch in batches)
     rows = []
     for batch in batches:
         for i, subject_id in enumerate(batch["subject_id"]):
             for j, target in enumerate(target_names):
-                rows.append((target, subject_id, float(batch["true"][i, j]), float(batch["pred"][i, j])))
-    return pd.DataFrame(rows, columns=["target", "subject_id", "y_true", "y_pred"])
+                row = [target, subject_id, float(batch["true"][i, j]), float(batch["pred"][i, j])]
+                rows.append(row + ([float(batch["readout"][i, j])] if readout else []))
+    return pd.DataFrame(rows, columns=["target", "subject_id", "y_true", "y_pred"] + (["y_readout"] if readout else []))
 
 
 def experiment_main(argv: list[str]) -> None:

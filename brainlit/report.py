@@ -21,6 +21,8 @@ PAPER = {
 }
 PAPER_ROW = "paper (Cam-CAN)"
 CLASSICAL = ("tangent_ridge", "kernel_ridge_fc", CLASSICAL_ENSEMBLE, "mean")
+# brainlit's closed-form read-out alone (``fc_readout: ridge``): what RWMOE + SSM must improve on
+READOUT = "brainlit read-out"
 MIN_TEST_FOR_R = 3  # r of two points is +-1 whatever the model does
 STATS = ("mean", "sd", "ci_low", "ci_high")
 SUMMARY_COLUMNS = ["model", "target", "n_folds"] + [
@@ -88,6 +90,8 @@ def paired_differences(results: pd.DataFrame) -> pd.DataFrame:
     on these folds (a choice made on the test folds, so it favours the classical side).
     Differences pair the same (repeat, fold); the CI is the corrected resampled t-interval
     (:func:`brainlit.metrics.corrected_paired_interval`) with ``n_test / n_train = 1 / (k - 1)``.
+    Where brainlit's closed-form read-out was scored alone (``READOUT``), one more row gives
+    brainlit minus its read-out: what the network adds.
 
     Returns:
         Columns target, model, reference, n, diff_mean, diff_ci_low, diff_ci_high.
@@ -99,15 +103,21 @@ def paired_differences(results: pd.DataFrame) -> pd.DataFrame:
         if classical.empty:
             continue
         best = str(classical.idxmin())
-        reference = group[group.model == best].set_index(["repeat", "fold"])["mae"]
-        n_folds = group.groupby("repeat")["fold"].nunique().max()
         for model in sorted({m for m in group.model if m not in CLASSICAL}, key=_model_rank):
-            own = group[group.model == model].set_index(["repeat", "fold"])["mae"]
-            diff = (own - reference).dropna()
-            mean, low, high = corrected_paired_interval(diff.to_numpy(), 1 / max(n_folds - 1, 1))
-            rows.append([target, model, best, len(diff), mean, low, high])
+            rows.append([target, model, best, *_paired(group, model, best)])
+        if {"brainlit", READOUT} <= set(group.model):
+            rows.append([target, "brainlit", READOUT, *_paired(group, "brainlit", READOUT)])
     columns = ["target", "model", "reference", "n", "diff_mean", "diff_ci_low", "diff_ci_high"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _paired(group: pd.DataFrame, model: str, reference: str) -> tuple[int, float, float, float]:
+    """Folds paired, mean and corrected 95% CI of ``model``'s MAE minus ``reference``'s."""
+    mae = group.set_index(["repeat", "fold"])
+    diff = (mae[mae.model == model]["mae"] - mae[mae.model == reference]["mae"]).dropna()
+    n_folds = group.groupby("repeat")["fold"].nunique().max()
+    mean, low, high = corrected_paired_interval(diff.to_numpy(), 1 / max(n_folds - 1, 1))
+    return len(diff), mean, low, high
 
 
 def _cell(values: Sequence[float], digits: int, ci: bool = True) -> str:
@@ -148,12 +158,13 @@ def _rows(summary: pd.DataFrame, target: str, ci: bool) -> list[list[str]]:
 
 
 def _difference_lines(results: pd.DataFrame, target: str) -> list[str]:
-    """Sentences on brainlit's paired MAE difference to the best classical model."""
+    """Sentences on brainlit's paired MAE differences to the best classical model and to its read-out."""
     lines = []
     for row in paired_differences(results).query("target == @target").itertuples():
         interval = "" if math.isnan(row.diff_ci_low) else f" [{row.diff_ci_low:+.2f}, {row.diff_ci_high:+.2f}]"
         verdict = "lower" if row.diff_mean < 0 else "not lower"
-        lines.append(f"{row.model} - {row.reference} (best classical): MAE {row.diff_mean:+.2f}{interval} "
+        role = "what RWMOE + SSM add" if row.reference == READOUT else "best classical"
+        lines.append(f"{row.model} - {row.reference} ({role}): MAE {row.diff_mean:+.2f}{interval} "
                      f"over {row.n} paired folds ({verdict})")
     return lines
 

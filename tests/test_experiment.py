@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 
 from brainlit.experiment import experiment_main
@@ -79,3 +80,15 @@ def test_per_fold_pretraining_ablation_never_shows_test_subjects_to_lmae(tiny_ca
             assert not test & set(seen.loc[seen.split != "test", "subject_id"])
     report = (out / "results.md").read_text()
     assert "| local |" in report and "| random |" in report  # diagnostics of both maskings
+
+
+def test_a_closed_form_readout_comes_out_as_its_own_column():
+    from brainlit.experiment import _prediction_frame
+
+    batch = {"subject_id": ["a", "b"], "true": torch.tensor([[30.0, 4.0], [60.0, 2.0]]),
+             "pred": torch.tensor([[31.0, 3.0], [58.0, 2.5]]), "readout": torch.tensor([[32.0, 3.5], [57.0, 2.0]])}
+    frame = _prediction_frame([batch], ["age", "fluid_intelligence"]).set_index(["target", "subject_id"])
+    assert frame.loc[("age", "b")].tolist() == [60.0, 58.0, 57.0]  # y_true, y_pred, y_readout
+    without = {k: v for k, v in batch.items() if k != "readout"}
+    assert list(_prediction_frame([without], ["age", "fluid_intelligence"])) == ["target", "subject_id", "y_true",
+                                                                                "y_pred"]

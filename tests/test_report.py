@@ -47,6 +47,18 @@ def test_paired_difference_against_the_best_classical_model(results):
     assert "brainlit - tangent_ridge (best classical): MAE -1.50" in format_table(pd.concat([results, extra]))
 
 
+def test_what_the_network_adds_is_brainlit_minus_its_readout_fold_by_fold(results):
+    readout = pd.DataFrame([("brainlit read-out", "age", k, 10, mae, 0.5) for k, mae in enumerate([1.5, 1.5, 3.5])],
+                           columns=results.columns)
+    diffs = paired_differences(pd.concat([results, readout])).set_index(["target", "model", "reference"])
+    row = diffs.loc[("age", "brainlit", "brainlit read-out")]
+    assert row.n == 3 and row.diff_mean == pytest.approx(-1 / 6)  # (1-1.5, 2-1.5, 3-3.5) / 3
+    assert diffs.loc[("age", "brainlit read-out", "mean")].diff_mean == pytest.approx(-(11 - 13 / 6))
+    table = format_table(pd.concat([results, readout]))
+    assert "brainlit - brainlit read-out (what RWMOE + SSM add): MAE -0.17" in table
+    assert "what RWMOE + SSM add" not in format_table(results)  # no read-out scored, no line
+
+
 def test_r_ignores_folds_too_small_to_correlate(results):
     tiny = pd.DataFrame([("brainlit", "age", 3, 2, 5.0, -1.0)], columns=results.columns)
     row = summarize(pd.concat([results, tiny])).set_index(["model", "target"]).loc[("brainlit", "age")]

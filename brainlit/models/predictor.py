@@ -322,8 +322,9 @@ class BrainRegressor(nn.Module):
                 read-out's cross-fitted predictions while training a stacked model).
 
         Returns:
-            ``pred`` ``[B, n_targets]`` and ``aux`` with ``balance_loss`` (scalar) and
-            ``roi_expert_weights`` ``[B, R, E]``.
+            ``pred`` ``[B, n_targets]`` and ``aux`` with ``balance_loss`` (scalar),
+            ``roi_expert_weights`` ``[B, R, E]`` and, with an FC read-out, ``readout``
+            ``[B, n_targets]``: the read-out's share of ``pred``.
         """
         fc = correlation(x)  # [B, R, R]
         tokens, aux = self.moe(self.encoder(x), x, fc)  # [B, R, P, D]
@@ -333,8 +334,8 @@ class BrainRegressor(nn.Module):
         pooled = self.norm(sequence.mean(1))  # [B, D]
         pred = self.head(self.head_dropout(pooled))
         if self.fc_readout is not None:
-            linear = self.fc_readout(x, fc) if fc_prediction is None else fc_prediction
-            pred = pred + linear.to(pred.dtype)
+            aux["readout"] = self.fc_readout(x, fc) if fc_prediction is None else fc_prediction
+            pred = pred + aux["readout"].to(pred.dtype)
         return pred, aux
 
     def to_sequence(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -280,9 +280,7 @@ class RegressionTask(BrainTask):
             return None
         return torch.stack([self.stacked_offsets[s] for s in ids]).to(batch["x"].device)
 
-    def predict_windows(
-        self, x: torch.Tensor, offsets: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_windows(self, x: torch.Tensor, offsets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Average predictions over sliding windows covering the run.
 
         Args:
@@ -290,23 +288,26 @@ class RegressionTask(BrainTask):
             offsets: Cross-fitted read-out predictions ``[B, n_targets]`` (see :meth:`offsets`).
 
         Returns:
-            z-scored predictions ``[B, n_targets]`` and mean expert weights ``[B, R, E]``.
+            Window means of the model's outputs: z-scored ``pred`` ``[B, n_targets]``,
+            ``experts`` (mean gate weights) ``[B, R, E]`` and, with an FC read-out,
+            ``readout`` ``[B, n_targets]`` (its share of ``pred``).
         """
         windows = sliding_windows(x, self.hparams.crop_len, self.hparams.eval_stride)  # [B, W, R, L]
         b, w = windows.shape[:2]
         if offsets is not None:
             offsets = offsets.repeat_interleave(w, dim=0)
         pred, aux = self.eval_model(windows.flatten(0, 1), offsets)
-        experts = aux["roi_expert_weights"]
-        return pred.float().view(b, w, -1).mean(1), experts.float().view(b, w, *experts.shape[1:]).mean(1)
+        outputs = {"pred": pred, "experts": aux["roi_expert_weights"], **{k: aux[k] for k in ("readout",) if k in aux}}
+        return {k: v.float().view(b, w, *v.shape[1:]).mean(1) for k, v in outputs.items()}
 
     def _eval_step(self, batch: dict, stage: str) -> None:
         offsets = self.offsets(batch) if stage == "val" else None
-        pred_z, experts = self.predict_windows(batch["x"], offsets)
+        outputs = self.predict_windows(batch["x"], offsets)
+        pred_z = outputs["pred"]
         loss = LOSSES[self.hparams.loss](pred_z, batch["y"])
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(pred_z), sync_dist=True)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(self.to_original_units(pred_z), self.to_original_units(batch["y"]), experts)
+        metrics.update(self.to_original_units(pred_z), self.to_original_units(batch["y"]), outputs["experts"])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Window-averaged loss and metrics on held-out subjects."""
@@ -337,13 +338,20 @@ class RegressionTask(BrainTask):
         self._log_epoch("test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        """Subject ids with true and predicted targets in original units."""
-        pred_z, _ = self.predict_windows(batch["x"])
-        return {
+        """Subject ids with true and predicted targets in original units.
+
+        With ``fc_readout: ridge`` also ``readout``: what the closed-form read-out alone
+        predicts, so that every report can show what RWMOE + SSM add to it.
+        """
+        outputs = self.predict_windows(batch["x"])
+        out = {
             "subject_id": list(batch["subject_id"]),
-            "pred": self.to_original_units(pred_z).cpu(),
+            "pred": self.to_original_units(outputs["pred"]).cpu(),
             "true": self.to_original_units(batch["y"]).cpu() if batch["y"].numel() else None,
         }
+        if self.hparams.fc_readout == "ridge":
+            out["readout"] = self.to_original_units(outputs["readout"]).cpu()
+        return out
 
 
 def sliding_windows(x: torch.Tensor, length: int, stride: int | None = None) -> torch.Tensor:

@@ -68,7 +68,20 @@ def test_predictions_come_back_in_original_units():
     out = task.predict_step(batch, 0)
     assert out["subject_id"] == ["sub-a", "sub-b", "sub-c"]
     assert torch.allclose(out["true"][:, 0], torch.tensor([40.0, 50.0, 60.0]))
-    assert out["pred"].shape == (3, 1)
+    assert out["pred"].shape == (3, 1) and "readout" not in out  # no closed-form read-out to report
+
+
+def test_a_stacked_model_also_predicts_what_its_readout_alone_predicts():
+    torch.manual_seed(0)
+    task = RegressionTask(n_rois=6, target_names=["age"], crop_len=16, encoder=SMALL, fc_readout="ridge")
+    task.target_mean.fill_(50.0)
+    task.target_std.fill_(10.0)
+    readout = task.model.fc_readout
+    readout.set_weights(torch.randn_like(readout.linear.weight), torch.tensor([0.3]))
+    x = torch.randn(3, 6, 16)  # one window per run
+    out = task.eval().predict_step({"x": x, "y": torch.zeros(3, 1), "subject_id": ["a", "b", "c"]}, 0)
+    torch.testing.assert_close(out["readout"], readout(x, correlation(x)) * 10.0 + 50.0)
+    assert not torch.allclose(out["pred"], out["readout"])  # the network's share is in pred only
 
 
 def test_regression_needs_a_target():
