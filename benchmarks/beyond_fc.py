@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from brainlit.baselines.fc_ridge import FCKernelRidge, fc_features
 from brainlit.data.cache import CacheReader
 from brainlit.metrics import corrected_paired_interval
-from brainlit.models.predictor import autocorrelation
+from brainlit.models.readout import autocorrelation
 
 ALPHAS = np.logspace(-2, 5, 30)
 

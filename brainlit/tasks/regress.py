@@ -15,7 +15,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanAbsoluteError, Metric, PearsonCorrCoef
 from torchmetrics.aggregation import CatMetric
 
-from brainlit.models.predictor import BrainRegressor, FCReadout
+from brainlit.models.predictor import BrainRegressor
+from brainlit.models.readout import FCReadout
 from brainlit.models.rwmoe import correlation
 from brainlit.tasks.base import BrainTask, decay_groups
 from brainlit.tasks.checkpoints import load_encoder

@@ -98,7 +98,7 @@ def test_linear_roi_pool_keeps_which_roi_carried_a_signal():
 
 
 def test_readout_lags_add_each_rois_autocorrelation_to_the_fc_features():
-    from brainlit.models.predictor import autocorrelation
+    from brainlit.models.readout import autocorrelation
     from brainlit.models.rwmoe import correlation
 
     torch.manual_seed(0)
@@ -119,7 +119,7 @@ def test_tangent_readout_features_are_nilearns_tangent_space():
     from nilearn.connectome import ConnectivityMeasure
     from sklearn.covariance import LedoitWolf
 
-    from brainlit.models.predictor import ledoit_wolf, tangent_space
+    from brainlit.models.readout import ledoit_wolf, tangent_space
 
     rng = np.random.default_rng(0)
     runs = rng.standard_normal((5, 8, 40)).cumsum(-1) + rng.standard_normal((5, 8, 40))

@@ -1,0 +1,124 @@
+"""The linear read-out beside the SSM and its features: FC edges (correlation or tangent space)
+and each ROI's autocorrelation, in batched torch so that they run per window on any device."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+
+def autocorrelation(x: torch.Tensor, lags: int) -> torch.Tensor:
+    """Each ROI's autocorrelation at lags ``1..lags``: ``x: [B, R, T]`` -> ``[B, lags * R]`` (lag-major).
+
+    The window's own temporal structure, which zero-lag FC discards: z-score each ROI over
+    the window, then average ``z[t] * z[t + lag]``. Computed in float32 even under autocast.
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float()
+        z = (x - x.mean(-1, keepdim=True)) / x.std(-1, unbiased=False, keepdim=True).clamp_min(1e-8)
+        return torch.cat([(z[..., lag:] * z[..., :-lag]).mean(-1) for lag in range(1, lags + 1)], dim=1)
+
+
+def ledoit_wolf(x: torch.Tensor) -> torch.Tensor:
+    """Ledoit-Wolf shrunk covariance of each sample's ROI series: ``x: [B, R, T]`` -> ``[B, R, R]``.
+
+    The estimator nilearn's ``ConnectivityMeasure`` uses (sklearn's ``LedoitWolf``, series
+    centred over time), in batched torch so that it runs per window on any device. The
+    shrinkage towards ``trace / R * I`` keeps every window's covariance positive definite.
+    """
+    x = x - x.mean(-1, keepdim=True)
+    n, p = x.shape[-1], x.shape[-2]
+    cov = x @ x.transpose(-1, -2) / n  # [B, R, R]
+    mu = cov.diagonal(dim1=-2, dim2=-1).mean(-1)  # [B]
+    squared = x**2
+    beta = ((squared @ squared.transpose(-1, -2)).sum((-2, -1)) / n - (cov**2).sum((-2, -1))) / (p * n)
+    identity = torch.eye(p, dtype=x.dtype, device=x.device)
+    delta = ((cov - mu[:, None, None] * identity) ** 2).sum((-2, -1)) / p
+    shrinkage = torch.where(delta > 0, torch.minimum(beta, delta) / delta.clamp_min(1e-30), 0.0)
+    return (1 - shrinkage)[:, None, None] * cov + (shrinkage * mu)[:, None, None] * identity
+
+
+def tangent_space(cov: torch.Tensor, whitening: torch.Tensor) -> torch.Tensor:
+    """``logm(W C W)``: covariances ``[B, R, R]`` projected at the reference whose ``W = ref^(-1/2)``.
+
+    The tangent-space parametrisation of Varoquaux et al. (2010) that nilearn's
+    ``ConnectivityMeasure(kind="tangent")`` computes, each subject's deviation from the group's
+    geometric mean, here batched in torch.
+    """
+    whitened = whitening @ cov @ whitening
+    values, vectors = torch.linalg.eigh((whitened + whitened.transpose(-1, -2)) / 2)
+    return vectors @ torch.diag_embed(values.clamp_min(1e-10).log()) @ vectors.transpose(-1, -2)
+
+
+class FCReadout(nn.Module):
+    """Linear read-out of the window's FC edges (and optionally each ROI's autocorrelation),
+    ``x [B, R, T]``, ``fc [B, R, R]`` -> ``[B, n_targets]``.
+
+    The features kernel ridge and tangent ridge get ready-made, handed to the model directly:
+    ``connectivity='correlation'`` reads the Fisher-z correlation upper triangle;
+    ``'tangent'`` the upper triangle of each window's Ledoit-Wolf covariance projected into
+    the tangent space at a reference (Dadi et al. 2019: the strongest classical FC features),
+    which :meth:`set_reference` installs from training subjects (identity until then). With
+    ``lags > 0`` each ROI's autocorrelation at lags 1..lags joins them: the temporal structure
+    FC discards (``benchmarks/beyond_fc.py`` measures what it adds in closed form). The
+    weights start at zero, so at initialisation the model's output is the SSM path's alone.
+
+    Args:
+        n_rois: Number of ROIs R.
+        n_targets: Number of outputs.
+        dropout: Dropout on the features (a ridge-like penalty in expectation).
+        clip: ``|r|`` is clipped to this before arctanh.
+        lags: Autocorrelation lags per ROI added to the features (0: FC only).
+        connectivity: ``correlation`` or ``tangent`` edges.
+    """
+
+    def __init__(
+        self,
+        n_rois: int,
+        n_targets: int,
+        dropout: float = 0.0,
+        clip: float = 0.999,
+        lags: int = 0,
+        connectivity: Literal["correlation", "tangent"] = "correlation",
+    ) -> None:
+        super().__init__()
+        if connectivity not in ("correlation", "tangent"):
+            raise ValueError(f"connectivity must be 'correlation' or 'tangent', got {connectivity!r}")
+        self.register_buffer("upper", torch.triu_indices(n_rois, n_rois, 1), persistent=False)
+        # reference^(-1/2) of the tangent space; saved only where it is used, so older checkpoints load
+        whitening = torch.eye(n_rois, dtype=torch.float64)
+        self.register_buffer("whitening", whitening, persistent=connectivity == "tangent")
+        self.clip, self.lags, self.connectivity = clip, lags, connectivity
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(self.upper.shape[1] + lags * n_rois, n_targets)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def features(self, x: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
+        """FC edges (of ``fc: [B, R, R]``, or tangent of ``x``) then, with ``lags``, autocorrelations of ``x``."""
+        edges = self.edges(x, fc)[:, self.upper[0], self.upper[1]]
+        return torch.cat([edges, autocorrelation(x, self.lags)], dim=1) if self.lags else edges
+
+    def edges(self, x: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
+        """``[B, R, R]``: Fisher-z correlations, or tangent-space covariances in float64 for ``tangent``."""
+        if self.connectivity == "correlation":
+            return torch.atanh(fc.clamp(-self.clip, self.clip))
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return tangent_space(ledoit_wolf(x.double()), self.whitening.double()).to(fc.dtype)
+
+    @torch.no_grad()
+    def set_reference(self, whitening: torch.Tensor) -> None:
+        """Install the tangent reference as ``reference^(-1/2)`` ``[R, R]`` (nilearn's ``whitening_``)."""
+        self.whitening.copy_(whitening)
+
+    def forward(self, x: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
+        """``x: [B, R, T]`` series and ``fc: [B, R, R]`` their correlations -> ``[B, n_targets]``."""
+        return self.linear(self.dropout(self.features(x, fc)))
+
+    @torch.no_grad()
+    def set_weights(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Install a read-out fit elsewhere (e.g. in closed form): ``weight [n_targets, E]``, ``bias``."""
+        self.linear.weight.copy_(weight)
+        self.linear.bias.copy_(bias)
