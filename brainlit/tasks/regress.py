@@ -99,7 +99,9 @@ class RegressionTask(BrainTask):
             kept fixed, so RWMOE + SSM learn what the linear FC model leaves unexplained.
             While fitting, the subjects the ridge saw get their leave-one-out ridge
             predictions instead of its in-sample ones (cross-fitted stacking, see
-            :mod:`brainlit.tasks.closed_form`); test and predict use the read-out itself.
+            :mod:`brainlit.tasks.closed_form`); test and predict apply the read-out to each
+            whole run, the input it was fit on (the network still reads windows), so the
+            read-out's share of a prediction is exactly the closed-form ridge model's.
         fc_dropout: Dropout on the FC read-out's features (``learned`` only).
         readout_lags: The read-out also reads each ROI's autocorrelation at lags 1..N of the
             window (0: FC only). FC is zero-lag; each region's own temporal structure is what
@@ -281,6 +283,12 @@ class RegressionTask(BrainTask):
             return None
         return torch.stack([self.stacked_offsets[s] for s in ids]).to(batch["x"].device)
 
+    def run_readout(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The ``ridge`` read-out of whole runs ``x: [B, R, T]`` -> ``[B, n_targets]``; None otherwise."""
+        if self.hparams.fc_readout != "ridge":
+            return None
+        return self.eval_model.fc_readout(x, correlation(x))
+
     def predict_windows(self, x: torch.Tensor, offsets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Average predictions over sliding windows covering the run.
 
@@ -303,6 +311,8 @@ class RegressionTask(BrainTask):
 
     def _eval_step(self, batch: dict, stage: str) -> None:
         offsets = self.offsets(batch) if stage == "val" else None
+        if offsets is None:
+            offsets = self.run_readout(batch["x"])
         outputs = self.predict_windows(batch["x"], offsets)
         pred_z = outputs["pred"]
         loss = LOSSES[self.hparams.loss](pred_z, batch["y"])
@@ -344,7 +354,7 @@ class RegressionTask(BrainTask):
         With ``fc_readout: ridge`` also ``readout``: what the closed-form read-out alone
         predicts, so that every report can show what RWMOE + SSM add to it.
         """
-        outputs = self.predict_windows(batch["x"])
+        outputs = self.predict_windows(batch["x"], self.run_readout(batch["x"]))
         out = {
             "subject_id": list(batch["subject_id"]),
             "pred": self.to_original_units(outputs["pred"]).cpu(),

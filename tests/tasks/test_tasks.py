@@ -78,7 +78,7 @@ def test_a_stacked_model_also_predicts_what_its_readout_alone_predicts():
     task.target_std.fill_(10.0)
     readout = task.model.fc_readout
     readout.set_weights(torch.randn_like(readout.linear.weight), torch.tensor([0.3]))
-    x = torch.randn(3, 6, 16)  # one window per run
+    x = torch.randn(3, 6, 40)  # the network reads 4 windows of 16, the read-out the whole run
     out = task.eval().predict_step({"x": x, "y": torch.zeros(3, 1), "subject_id": ["a", "b", "c"]}, 0)
     torch.testing.assert_close(out["readout"], readout(x, correlation(x)) * 10.0 + 50.0)
     assert not torch.allclose(out["pred"], out["readout"])  # the network's share is in pred only
