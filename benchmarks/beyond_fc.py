@@ -5,8 +5,9 @@ temporal structure is what they discard and what a time-series model could add. 
 both in closed form, on repeated stratified k-fold of a brainlit cache (no learning beyond
 ridge, so it takes a minute): ridge on FC, ridge on each ROI's autocorrelation at lags
 1..``max_lag`` ("dynamics"), ridge on both, ridge on tangent-space FC (reference fit on each
-fold's training subjects) alone and with the dynamics, and kernel ridge (the baseline's) on FC
-and on FC + dynamics.
+fold's training subjects) alone and with the dynamics, the average of the two ridge fits with
+the dynamics (what the model's read-out is with ``readout_connectivity: both``), and kernel ridge
+(the baseline's) on FC and on FC + dynamics.
 The paired difference of ridge on FC + dynamics against ridge on FC says how much a model that
 reads the dynamics could gain; a learned model that does not reach it has not learned them.
 
@@ -34,6 +35,7 @@ from brainlit.metrics import corrected_paired_interval
 from brainlit.models.readout import autocorrelation
 
 ALPHAS = np.logspace(-2, 5, 30)
+AVERAGE = "fc + dynamics and tangent + dynamics, averaged"  # the read-out's readout_connectivity: both
 
 
 def dynamics_features(series: np.ndarray, max_lag: int = 3) -> np.ndarray:
@@ -71,8 +73,9 @@ def evaluate(series: np.ndarray, targets: dict[str, np.ndarray], folds: int, rep
                 train, test = index[train], index[test]
                 tangent = tangent_features(series, train)
                 features = {**fixed, "tangent": tangent, "tangent + dynamics": np.hstack([tangent, fixed["dynamics"]])}
-                for name, x in features.items():
-                    pred = _ridge(x[train], y[train], x[test])
+                preds = {name: _ridge(x[train], y[train], x[test]) for name, x in features.items()}
+                preds[AVERAGE] = (preds["fc + dynamics"] + preds["tangent + dynamics"]) / 2
+                for name, pred in preds.items():
                     rows.append(_row(target, repeat, fold, f"ridge on {name}", pred, y[test]))
                 for name in ("fc", "fc + dynamics"):
                     x = features[name]

@@ -28,10 +28,14 @@ def test_a_target_carried_by_dynamics_alone_is_found_by_dynamics_and_missed_by_f
     rng = np.random.default_rng(1)
     age = rng.uniform(18, 88, 60)
     series = _ar1(0.2 + 0.6 * (age - 18) / 70, n_rois=6, length=150, rng=rng)  # no coupling at all
-    summary = beyond_fc.summarize(beyond_fc.evaluate(series, {"age": age}, folds=3, repeats=1, max_lag=2), 3)
-    mae = {row["model"]: row["mae"] for row in summary}
+    rows = beyond_fc.evaluate(series, {"age": age}, folds=3, repeats=1, max_lag=2)
+    mae = {row["model"]: row["mae"] for row in beyond_fc.summarize(rows, 3)}
     assert mae["ridge on dynamics"] < 0.5 * mae["ridge on fc"]
     assert mae["ridge on fc + dynamics"] < mae["ridge on fc"]
+    by_fold = {(r["fold"], r["model"]): r["mae"] for r in rows}
+    averaged = [by_fold[f, f"ridge on {beyond_fc.AVERAGE}"] for f in range(3)]
+    parts = [by_fold[f, "ridge on fc + dynamics"] + by_fold[f, "ridge on tangent + dynamics"] for f in range(3)]
+    assert all(a <= p / 2 + 1e-9 for a, p in zip(averaged, parts, strict=True))  # MAE is convex
 
 
 def test_the_tangent_reference_never_sees_the_test_subjects():

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from brainlit.models.encoder import PatchEncoder
-from brainlit.models.readout import FCReadout
+from brainlit.models.readout import Connectivity, FCReadout
 from brainlit.models.rwmoe import RandomWalkMoE, correlation
 from brainlit.models.ssm import MambaBlock
 
@@ -100,7 +100,7 @@ class BrainRegressor(nn.Module):
             correlation structure reaches the prediction through a linear path as well.
         fc_dropout: Dropout on the FC read-out's features.
         readout_lags: Autocorrelation lags per ROI the FC read-out also reads (0: FC only).
-        readout_connectivity: ``correlation`` or ``tangent`` edges in the FC read-out.
+        readout_connectivity: ``correlation``, ``tangent`` or ``both`` edge sets in the FC read-out.
     """
 
     def __init__(
@@ -132,7 +132,7 @@ class BrainRegressor(nn.Module):
         fc_readout: bool = False,
         fc_dropout: float = 0.0,
         readout_lags: int = 0,
-        readout_connectivity: Literal["correlation", "tangent"] = "correlation",
+        readout_connectivity: Connectivity = "correlation",
     ) -> None:
         super().__init__()
         if sequence not in ("patch", "roi_major") or roi_pool not in ("linear", "mean"):
@@ -173,7 +173,7 @@ class BrainRegressor(nn.Module):
         fc_readout: bool = False,
         fc_dropout: float = 0.0,
         readout_lags: int = 0,
-        readout_connectivity: Literal["correlation", "tangent"] = "correlation",
+        readout_connectivity: Connectivity = "correlation",
     ) -> BrainRegressor:
         """Build from the encoder's arguments and the grouped ``MoESpec`` and ``SSMSpec`` dataclasses.
 
@@ -187,7 +187,7 @@ class BrainRegressor(nn.Module):
             fc_readout: Add the linear FC read-out beside the SSM.
             fc_dropout: Dropout on the FC read-out's features.
             readout_lags: Autocorrelation lags per ROI the FC read-out also reads.
-            readout_connectivity: ``correlation`` or ``tangent`` edges in the FC read-out.
+            readout_connectivity: ``correlation``, ``tangent`` or ``both`` edge sets in the FC read-out.
         """
         kwargs = {_MOE_RENAMES.get(k, k): v for k, v in dataclasses.asdict(moe).items()}
         kwargs.update({_SSM_RENAMES.get(k, k): v for k, v in dataclasses.asdict(ssm).items()})

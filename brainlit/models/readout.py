@@ -8,6 +8,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+Connectivity = Literal["correlation", "tangent", "both"]
+EDGE_KINDS: dict[str, tuple[str, ...]] = {
+    "correlation": ("correlation",), "tangent": ("tangent",), "both": ("correlation", "tangent"),
+}
+
 
 def autocorrelation(x: torch.Tensor, lags: int) -> torch.Tensor:
     """Each ROI's autocorrelation at lags ``1..lags``: ``x: [B, R, T]`` -> ``[B, lags * R]`` (lag-major).
@@ -60,10 +65,13 @@ class FCReadout(nn.Module):
     ``connectivity='correlation'`` reads the Fisher-z correlation upper triangle;
     ``'tangent'`` the upper triangle of each window's Ledoit-Wolf covariance projected into
     the tangent space at a reference (Dadi et al. 2019: the strongest classical FC features),
-    which :meth:`set_reference` installs from training subjects (identity until then). With
-    ``lags > 0`` each ROI's autocorrelation at lags 1..lags joins them: the temporal structure
-    FC discards (``benchmarks/beyond_fc.py`` measures what it adds in closed form). The
-    weights start at zero, so at initialisation the model's output is the SSM path's alone.
+    which :meth:`set_reference` installs from training subjects (identity until then);
+    ``'both'`` reads both edge sets. With ``lags > 0`` each ROI's autocorrelation at lags
+    1..lags joins them: the temporal structure FC discards (``benchmarks/beyond_fc.py``
+    measures what it adds in closed form). :meth:`blocks` names the columns of each edge
+    kind with the autocorrelations, the feature sets of the averaged closed-form fit
+    (:func:`brainlit.tasks.closed_form.fit_ridge_average`). The weights start at zero, so at
+    initialisation the model's output is the SSM path's alone.
 
     Args:
         n_rois: Number of ROIs R.
@@ -71,7 +79,7 @@ class FCReadout(nn.Module):
         dropout: Dropout on the features (a ridge-like penalty in expectation).
         clip: ``|r|`` is clipped to this before arctanh.
         lags: Autocorrelation lags per ROI added to the features (0: FC only).
-        connectivity: ``correlation`` or ``tangent`` edges.
+        connectivity: ``correlation``, ``tangent`` or ``both`` edge sets.
     """
 
     def __init__(
@@ -81,29 +89,37 @@ class FCReadout(nn.Module):
         dropout: float = 0.0,
         clip: float = 0.999,
         lags: int = 0,
-        connectivity: Literal["correlation", "tangent"] = "correlation",
+        connectivity: Connectivity = "correlation",
     ) -> None:
         super().__init__()
-        if connectivity not in ("correlation", "tangent"):
-            raise ValueError(f"connectivity must be 'correlation' or 'tangent', got {connectivity!r}")
+        if connectivity not in EDGE_KINDS:
+            raise ValueError(f"connectivity must be one of {', '.join(EDGE_KINDS)}, got {connectivity!r}")
         self.register_buffer("upper", torch.triu_indices(n_rois, n_rois, 1), persistent=False)
+        self.kinds = EDGE_KINDS[connectivity]
         # reference^(-1/2) of the tangent space; saved only where it is used, so older checkpoints load
         whitening = torch.eye(n_rois, dtype=torch.float64)
-        self.register_buffer("whitening", whitening, persistent=connectivity == "tangent")
+        self.register_buffer("whitening", whitening, persistent="tangent" in self.kinds)
         self.clip, self.lags, self.connectivity = clip, lags, connectivity
         self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(self.upper.shape[1] + lags * n_rois, n_targets)
+        self.linear = nn.Linear(len(self.kinds) * self.upper.shape[1] + lags * n_rois, n_targets)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
     def features(self, x: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
-        """FC edges (of ``fc: [B, R, R]``, or tangent of ``x``) then, with ``lags``, autocorrelations of ``x``."""
-        edges = self.edges(x, fc)[:, self.upper[0], self.upper[1]]
-        return torch.cat([edges, autocorrelation(x, self.lags)], dim=1) if self.lags else edges
+        """Each kind's FC edges (of ``fc: [B, R, R]``, or tangent of ``x``) then, with ``lags``,
+        autocorrelations of ``x``."""
+        edges = [self.edges(x, fc, kind)[:, self.upper[0], self.upper[1]] for kind in self.kinds]
+        return torch.cat(edges + ([autocorrelation(x, self.lags)] if self.lags else []), dim=1)
 
-    def edges(self, x: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
+    def blocks(self) -> list[torch.Tensor]:
+        """Column indices into :meth:`features` of each edge kind together with the autocorrelations."""
+        n_edges, n_features = self.upper.shape[1], self.linear.in_features
+        shared = torch.arange(len(self.kinds) * n_edges, n_features)
+        return [torch.cat([torch.arange(k * n_edges, (k + 1) * n_edges), shared]) for k in range(len(self.kinds))]
+
+    def edges(self, x: torch.Tensor, fc: torch.Tensor, kind: str) -> torch.Tensor:
         """``[B, R, R]``: Fisher-z correlations, or tangent-space covariances in float64 for ``tangent``."""
-        if self.connectivity == "correlation":
+        if kind == "correlation":
             return torch.atanh(fc.clamp(-self.clip, self.clip))
         with torch.autocast(device_type=x.device.type, enabled=False):
             return tangent_space(ledoit_wolf(x.double()), self.whitening.double()).to(fc.dtype)

@@ -5,6 +5,8 @@ prediction. On the subjects the ridge was fit on, its in-sample predictions are 
 than on anyone else (their residuals are mostly noise), so those subjects get their
 leave-one-out ridge predictions instead (:func:`loo_ridge_predictions`), the classic
 cross-fitting of stacked models: the residuals the network sees are out-of-sample ones.
+With several feature sets (:meth:`brainlit.models.readout.FCReadout.blocks`) the read-out is
+the average of one ridge per set (:func:`fit_ridge_average`).
 """
 
 from __future__ import annotations
@@ -77,3 +79,30 @@ def loo_ridge_predictions(
         leverage = 1.0 / n + (u**2) @ shrink
         loo[:, t] = y[:, t] - (y[:, t] - fitted) / (1.0 - leverage)
     return torch.from_numpy(loo).float()
+
+
+def fit_ridge_average(
+    features: torch.Tensor, targets: torch.Tensor, blocks: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[float]]]:
+    """The average of one ridge per feature set, as one linear layer on all the features.
+
+    Each set (columns ``blocks[k]`` of ``features``, which may share columns) gets its own
+    :func:`fit_ridge_readout`; averaging linear models is a linear model, so their weights are
+    averaged into one ``[T, E]`` layer. Averaging the predictions of ridge fits on different
+    parametrisations of FC cuts the variance no single penalty removes (on the development
+    cohorts, ridge on correlation and on tangent FC averaged beat either alone for age).
+    The leave-one-out predictions of the average are the average of each fit's.
+
+    Returns:
+        ``weight [T, E]``, ``bias [T]``, leave-one-out predictions ``[N, T]`` and each set's
+        chosen penalty per target.
+    """
+    weight = torch.zeros(targets.shape[1], features.shape[1])
+    bias, loo, alphas = torch.zeros(targets.shape[1]), torch.zeros(targets.shape), []
+    for columns in blocks:
+        block_weight, block_bias, block_alphas = fit_ridge_readout(features[:, columns], targets)
+        weight[:, columns] += block_weight / len(blocks)
+        bias += block_bias / len(blocks)
+        loo += loo_ridge_predictions(features[:, columns], targets, block_alphas) / len(blocks)
+        alphas.append(block_alphas)
+    return weight, bias, loo, alphas

@@ -16,11 +16,11 @@ from torchmetrics import MeanAbsoluteError, Metric, PearsonCorrCoef
 from torchmetrics.aggregation import CatMetric
 
 from brainlit.models.predictor import BrainRegressor
-from brainlit.models.readout import FCReadout
+from brainlit.models.readout import EDGE_KINDS, Connectivity, FCReadout
 from brainlit.models.rwmoe import correlation
 from brainlit.tasks.base import BrainTask, decay_groups
 from brainlit.tasks.checkpoints import load_encoder
-from brainlit.tasks.closed_form import fit_ridge_readout, loo_ridge_predictions
+from brainlit.tasks.closed_form import fit_ridge_average
 from brainlit.tasks.figures import log_expert_maps, log_prediction_scatter
 from brainlit.tasks.specs import (
     EncoderSpec,
@@ -106,11 +106,14 @@ class RegressionTask(BrainTask):
         readout_lags: The read-out also reads each ROI's autocorrelation at lags 1..N of the
             window (0: FC only). FC is zero-lag; each region's own temporal structure is what
             it discards, and ``benchmarks/beyond_fc.py`` measures how much that adds.
-        readout_connectivity: The read-out's edges: ``correlation`` (Fisher-z) or ``tangent``:
+        readout_connectivity: The read-out's edges: ``correlation`` (Fisher-z), ``tangent``:
             each window's Ledoit-Wolf covariance projected into the tangent space at the
             geometric mean of the fold's training and validation runs (nilearn
             ``ConnectivityMeasure(kind="tangent")``, fit at the start of ``fit``), the features
-            of the tangent ridge baseline (Dadi et al. 2019 found them the best for prediction).
+            of the tangent ridge baseline (Dadi et al. 2019 found them the best for prediction),
+            or ``both``; a ``ridge`` read-out on ``both`` is the average of a ridge on each
+            edge set (each with the autocorrelations), which on two development cohorts beat
+            either alone for age and tied the better one for fluid intelligence.
         zero_head: Start the SSM path's linear head at zero, so the model starts as its FC
             read-out (with ``fc_readout: ridge``, the closed-form model) and the network's
             share grows only as far as training finds something to add (as in ReZero).
@@ -143,7 +146,7 @@ class RegressionTask(BrainTask):
         fc_readout: Literal["none", "learned", "ridge"] = "none",
         fc_dropout: float = 0.0,
         readout_lags: int = 0,
-        readout_connectivity: Literal["correlation", "tangent"] = "correlation",
+        readout_connectivity: Connectivity = "correlation",
         zero_head: bool = False,
         pretrained: str | None = None,
         freeze_encoder: bool = False,
@@ -200,7 +203,7 @@ class RegressionTask(BrainTask):
         Both see the fold's training and validation subjects (every non-test subject, as the
         classical baselines), never the test fold.
         """
-        tangent = self.hparams.readout_connectivity == "tangent"
+        tangent = "tangent" in EDGE_KINDS[self.hparams.readout_connectivity]
         if self.hparams.fc_readout != "ridge" and not tangent:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -223,11 +226,12 @@ class RegressionTask(BrainTask):
         with torch.no_grad():
             series = [torch.from_numpy(r)[None].to(self.device) for r in runs]
             features = torch.cat([readout.features(x, correlation(x)) for x in series]).cpu()
-        weight, bias, alphas = fit_ridge_readout(features, targets)
-        self.stacked_offsets = dict(zip(subjects, loo_ridge_predictions(features, targets, alphas), strict=True))
+        weight, bias, loo, alphas = fit_ridge_average(features, targets, readout.blocks())
+        self.stacked_offsets = dict(zip(subjects, loo, strict=True))
         self._each_readout(lambda readout: readout.set_weights(weight.to(self.device), bias.to(self.device)))
-        log.info("FC read-out fit by ridge on %d training runs (penalty per target: %s)",
-                 len(runs), ", ".join(f"{a:g}" for a in alphas))
+        penalties = "; ".join(f"{kind}: " + ", ".join(f"{a:g}" for a in chosen)
+                              for kind, chosen in zip(readout.kinds, alphas, strict=True))
+        log.info("FC read-out fit by ridge on %d training runs (penalty per target, %s)", len(runs), penalties)
 
     def _each_readout(self, install: Callable[[FCReadout], None]) -> None:
         """Apply ``install`` to the read-out of the trained weights and of their moving average."""

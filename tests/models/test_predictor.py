@@ -136,3 +136,22 @@ def test_tangent_readout_features_are_nilearns_tangent_space():
     upper = np.triu_indices(8, 1)
     assert features.shape == (5, 28 + 8)
     np.testing.assert_allclose(features[:, :28].numpy(), tangent.numpy()[:, upper[0], upper[1]], atol=1e-4)
+
+
+def test_readout_on_both_edge_sets_has_a_block_per_set_sharing_the_autocorrelations():
+    from brainlit.models.readout import autocorrelation
+    from brainlit.models.rwmoe import correlation
+
+    model = tiny_regressor(fc_readout=True, readout_connectivity="both", readout_lags=2)
+    readout = model.fc_readout
+    x = torch.randn(3, 8, 40, dtype=torch.float64)
+    features = readout.features(x, correlation(x))
+    assert features.shape == (3, 2 * 28 + 2 * 8) and readout.linear.in_features == 72
+    rows, columns = torch.triu_indices(8, 8, 1)
+    torch.testing.assert_close(features[:, :28], torch.atanh(correlation(x).clamp(-0.999, 0.999))[:, rows, columns])
+    tangent = tiny_regressor(fc_readout=True, readout_connectivity="tangent", readout_lags=2).fc_readout
+    torch.testing.assert_close(features[:, 28:56], tangent.features(x, correlation(x))[:, :28])
+    torch.testing.assert_close(features[:, 56:], autocorrelation(x, 2))
+    first, second = readout.blocks()
+    assert first.tolist() == [*range(28), *range(56, 72)] and second.tolist() == list(range(28, 72))
+    assert "fc_readout.whitening" in model.state_dict()

@@ -73,3 +73,26 @@ def _ridge_fit(x: torch.Tensor, y: torch.Tensor, alphas: list[float]) -> torch.T
     columns = [Ridge(alpha=a).fit((x.numpy() - mean) / scale, y.numpy()[:, t]).predict((x.numpy() - mean) / scale)
                for t, a in enumerate(alphas)]
     return torch.tensor(np.stack(columns, 1)).float()
+
+
+def test_averaged_ridge_is_the_mean_of_one_ridge_per_feature_set():
+    from brainlit.tasks.closed_form import (
+        fit_ridge_average,
+        fit_ridge_readout,
+        loo_ridge_predictions,
+    )
+
+    rng = np.random.default_rng(1)
+    x = torch.tensor(rng.normal(size=(40, 10)))
+    y = torch.tensor(rng.normal(size=(40, 2)))
+    y[:, 0] += x[:, 0] - x[:, 6]
+    blocks = [torch.tensor([0, 1, 2, 8, 9]), torch.tensor([3, 4, 5, 6, 7, 8, 9])]  # columns 8, 9 shared
+    weight, bias, loo, alphas = fit_ridge_average(x, y, blocks)
+    separate = [fit_ridge_readout(x[:, cols], y) for cols in blocks]
+    expected = sum(x[:, cols].float() @ w.T + b for cols, (w, b, _) in zip(blocks, separate, strict=True)) / 2
+    torch.testing.assert_close(x.float() @ weight.T + bias, expected, atol=1e-5, rtol=1e-5)
+    assert alphas == [a for _, _, a in separate]
+    expected_loo = sum(loo_ridge_predictions(x[:, cols], y, a) for cols, (_, _, a) in zip(blocks, separate, strict=True)) / 2
+    torch.testing.assert_close(loo, expected_loo)
+    single = fit_ridge_average(x, y, [torch.arange(10)])
+    torch.testing.assert_close(single[0], fit_ridge_readout(x, y)[0])

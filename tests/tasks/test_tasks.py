@@ -110,14 +110,15 @@ def test_readout_lags_without_a_readout_is_an_error_not_ignored():
         RegressionTask(n_rois=6, target_names=["age"], readout_connectivity="tangent")
 
 
-def test_the_closed_form_tangent_readout_is_fit_on_training_and_validation_runs_only(tmp_path):
+@pytest.mark.parametrize("connectivity", ["tangent", "both"])
+def test_the_closed_form_tangent_readout_is_fit_on_training_and_validation_runs_only(tmp_path, connectivity):
     simulate_cohort(tmp_path, n_subjects=24, n_rois=8, n_volumes=60, seed=3)
     dm = FMRIDataModule(str(tmp_path), atlas=str(tmp_path / "atlas.nii.gz"), cache_path=str(tmp_path / "c.h5"),
                         min_timepoints=40, crop_len=24, n_folds=4, targets=["age"])
     dm.prepare_data()
     dm.setup("fit")
     task = RegressionTask(n_rois=8, target_names=["age"], crop_len=24, encoder=SMALL, fc_readout="ridge",
-                          readout_connectivity="tangent", ema_decay=0.9)
+                          readout_connectivity=connectivity, ema_decay=0.9)
     task.trainer = SimpleNamespace(datamodule=dm)
     task.on_fit_start()
     seen = dm.split_runs("train")[0] + dm.split_runs("val")[0]
@@ -127,7 +128,8 @@ def test_the_closed_form_tangent_readout_is_fit_on_training_and_validation_runs_
     for readout in (task.model.fc_readout, task.ema.module.fc_readout):
         np.testing.assert_allclose(readout.whitening.numpy(), expected)
         assert not np.allclose(readout.whitening.numpy(), with_test)
-        assert readout.linear.weight.abs().sum() > 0  # the ridge was fit on the tangent features
+        # a ridge was fit on each edge set
+        assert all(readout.linear.weight[:, block].abs().sum() > 0 for block in readout.blocks())
     assert set(task.stacked_offsets) == set(dm.fold_subject_ids("train") + dm.fold_subject_ids("val"))
     restored = RegressionTask(**{k: v for k, v in task.hparams.items() if k not in ("encoder", "moe", "ssm")},
                               encoder=SMALL)
