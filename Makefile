@@ -16,6 +16,7 @@ OUT ?= runs/camcan
 QUICK ?=
 DEMO_DIR ?= data/demo
 DEMO_ENSEMBLE ?= 2
+DEMO_REPEATS ?= 2
 # gpu-check runs on a GPU machine's own python3 (no venv, no internet); DRY_RUN=1 rehearses here.
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 DRY_RUN ?=
@@ -43,7 +44,7 @@ install: $(VENV)/.installed  ## venv + brainlit with dev extras (CPU torch witho
 demo: install  ## simulate the embedded cohort, run the whole pipeline, print the results table
 	$(PY) -m brainlit.data.simulate $(DEMO_DIR)
 	$(PY) -m brainlit experiment --root $(DEMO_DIR) --atlas $(DEMO_DIR)/atlas.nii.gz \
-		--configs configs/demo --out runs/demo --ensemble $(DEMO_ENSEMBLE)
+		--configs configs/demo --out runs/demo --ensemble $(DEMO_ENSEMBLE) --repeats $(DEMO_REPEATS)
 
 test: install  ## fast test suite (slow and gpu tests skipped)
 	$(PY) -m pytest -q
