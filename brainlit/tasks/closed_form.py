@@ -106,3 +106,41 @@ def fit_ridge_average(
         loo += loo_ridge_predictions(features[:, columns], targets, block_alphas) / len(blocks)
         alphas.append(block_alphas)
     return weight, bias, loo, alphas
+
+
+def fit_anchored_ridge(
+    features: torch.Tensor, targets: torch.Tensor, blocks: Sequence[torch.Tensor], anchor: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[float]]]:
+    """:func:`fit_ridge_average`, with the other targets chained to the ``anchor`` target's.
+
+    A regressor chain (classifier chains, Read et al. 2011, for regression): the anchor target
+    gets its averaged ridge; each other target is regressed (least squares, with intercept) on
+    the anchor's leave-one-out prediction, and an averaged ridge fits what that leaves. A
+    target that is measured exactly and carries most of the FC signal (age) so lends its
+    read-out to one that shares part of it (fluid intelligence, which falls with age), whose
+    own ridge would learn that part from a noisier label. Every step is linear in the
+    features, so the chain is still one linear layer; its leave-one-out predictions compose
+    the parts' (the two chain coefficients are fit on all the subjects).
+
+    Returns:
+        As :func:`fit_ridge_average`; ``anchor=None`` (or a single target) is exactly it.
+    """
+    if anchor is None or targets.shape[1] == 1:
+        return fit_ridge_average(features, targets, blocks)
+    others = [t for t in range(targets.shape[1]) if t != anchor]
+    targets = targets.float()
+    anchor_weight, anchor_bias, anchor_loo, anchor_alphas = fit_ridge_average(features, targets[:, [anchor]], blocks)
+    design = torch.cat([torch.ones_like(anchor_loo), anchor_loo], 1)  # [N, 2]
+    coef = torch.linalg.lstsq(design.double(), targets[:, others].double()).solution.float()  # [2, T - 1]
+    rest_weight, rest_bias, rest_loo, rest_alphas = fit_ridge_average(features, targets[:, others] - design @ coef, blocks)
+    weight, bias, loo = torch.empty(targets.shape[1], features.shape[1]), torch.empty(targets.shape[1]), torch.empty(targets.shape)
+    weight[anchor], bias[anchor], loo[:, anchor] = anchor_weight[0], anchor_bias[0], anchor_loo[:, 0]
+    weight[others] = coef[1, :, None] * anchor_weight + rest_weight
+    bias[others] = coef[0] + coef[1] * anchor_bias + rest_bias
+    loo[:, others] = design @ coef + rest_loo
+    alphas = []
+    for anchor_chosen, rest_chosen in zip(anchor_alphas, rest_alphas, strict=True):
+        chosen = list(rest_chosen)
+        chosen.insert(anchor, anchor_chosen[0])
+        alphas.append(chosen)
+    return weight, bias, loo, alphas

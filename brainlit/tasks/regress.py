@@ -20,7 +20,7 @@ from brainlit.models.readout import EDGE_KINDS, Connectivity, FCReadout
 from brainlit.models.rwmoe import correlation
 from brainlit.tasks.base import BrainTask, decay_groups
 from brainlit.tasks.checkpoints import load_encoder
-from brainlit.tasks.closed_form import fit_ridge_average
+from brainlit.tasks.closed_form import fit_anchored_ridge
 from brainlit.tasks.figures import log_expert_maps, log_prediction_scatter
 from brainlit.tasks.specs import (
     EncoderSpec,
@@ -113,7 +113,14 @@ class RegressionTask(BrainTask):
             of the tangent ridge baseline (Dadi et al. 2019 found them the best for prediction),
             or ``both``; a ``ridge`` read-out on ``both`` is the average of a ridge on each
             edge set (each with the autocorrelations), which on two development cohorts beat
-            either alone for age and tied the better one for fluid intelligence.
+            either alone for age and came within 0.07 points of the better one for fluid
+            intelligence.
+        readout_anchor: With a ``ridge`` read-out, the target (e.g. ``age``) whose read-out the
+            others are chained to: each other target is regressed on its cross-fitted read-out
+            prediction, plus a ridge on what that leaves (a regressor chain, see
+            :func:`brainlit.tasks.closed_form.fit_anchored_ridge`; still one linear layer). On
+            the two development cohorts, in closed form, it cut the fluid intelligence MAE
+            from 4.36 / 4.70 to 4.24 / 4.51 points. null: every target on its own.
         zero_head: Start the SSM path's linear head at zero, so the model starts as its FC
             read-out (with ``fc_readout: ridge``, the closed-form model) and the network's
             share grows only as far as training finds something to add (as in ReZero).
@@ -147,6 +154,7 @@ class RegressionTask(BrainTask):
         fc_dropout: float = 0.0,
         readout_lags: int = 0,
         readout_connectivity: Connectivity = "correlation",
+        readout_anchor: str | None = None,
         zero_head: bool = False,
         pretrained: str | None = None,
         freeze_encoder: bool = False,
@@ -166,6 +174,9 @@ class RegressionTask(BrainTask):
         if fc_readout == "none" and (readout_lags or readout_connectivity != "correlation"):
             raise ValueError("readout_lags and readout_connectivity need a read-out to feed: "
                              "set fc_readout to learned or ridge.")
+        if readout_anchor is not None and (fc_readout != "ridge" or readout_anchor not in target_names):
+            raise ValueError(f"readout_anchor {readout_anchor!r} needs fc_readout: ridge and one of the "
+                             f"targets {target_names}.")
         encoder, weights = resolve_patch_len(as_spec(encoder, EncoderSpec), t_r), None
         if pretrained:
             encoder, weights = load_encoder(pretrained)
@@ -226,12 +237,15 @@ class RegressionTask(BrainTask):
         with torch.no_grad():
             series = [torch.from_numpy(r)[None].to(self.device) for r in runs]
             features = torch.cat([readout.features(x, correlation(x)) for x in series]).cpu()
-        weight, bias, loo, alphas = fit_ridge_average(features, targets, readout.blocks())
+        anchor = self.hparams.readout_anchor
+        anchor = None if anchor is None else list(self.hparams.target_names).index(anchor)
+        weight, bias, loo, alphas = fit_anchored_ridge(features, targets, readout.blocks(), anchor)
         self.stacked_offsets = dict(zip(subjects, loo, strict=True))
         self._each_readout(lambda readout: readout.set_weights(weight.to(self.device), bias.to(self.device)))
         penalties = "; ".join(f"{kind}: " + ", ".join(f"{a:g}" for a in chosen)
                               for kind, chosen in zip(readout.kinds, alphas, strict=True))
-        log.info("FC read-out fit by ridge on %d training runs (penalty per target, %s)", len(runs), penalties)
+        chained = f"; the other targets chained to {self.hparams.readout_anchor}" if anchor is not None else ""
+        log.info("FC read-out fit by ridge on %d training runs (penalty per target, %s)%s", len(runs), penalties, chained)
 
     def _each_readout(self, install: Callable[[FCReadout], None]) -> None:
         """Apply ``install`` to the read-out of the trained weights and of their moving average."""

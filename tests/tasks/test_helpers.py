@@ -96,3 +96,32 @@ def test_averaged_ridge_is_the_mean_of_one_ridge_per_feature_set():
     torch.testing.assert_close(loo, expected_loo)
     single = fit_ridge_average(x, y, [torch.arange(10)])
     torch.testing.assert_close(single[0], fit_ridge_readout(x, y)[0])
+
+
+def test_anchored_ridge_chains_the_other_targets_to_the_anchors_cross_fitted_read_out():
+    from brainlit.tasks.closed_form import fit_anchored_ridge, fit_ridge_average
+
+    rng = np.random.default_rng(2)
+    x = torch.tensor(rng.normal(size=(240, 30)))
+    age = x[:, :10].sum(1) + rng.normal(size=240)  # carried by the features, measured exactly
+    fluid = -age + 3.0 * torch.tensor(rng.normal(size=240))  # shares it, with a noisy label
+    y = torch.stack([fluid, age], 1)
+    blocks = [torch.arange(20), torch.arange(10, 30)]
+    train, test = slice(0, 60), slice(60, None)
+    weight, bias, loo, alphas = fit_anchored_ridge(x[train], y[train], blocks, anchor=1)
+    plain = fit_ridge_average(x[train], y[train], blocks)
+    torch.testing.assert_close(weight[1], plain[0][1])  # the anchor is its own averaged ridge
+    torch.testing.assert_close(loo[:, 1], plain[2][:, 1])
+    assert [a[1] for a in alphas] == [a[1] for a in plain[3]]
+    # the chain: least squares of fluid on the anchor's leave-one-out prediction, then a ridge on the rest
+    design = torch.stack([torch.ones(60), plain[2][:, 1]], 1)
+    coef = torch.linalg.lstsq(design.double(), y[train, :1]).solution.float()
+    rest = fit_ridge_average(x[train], y[train, :1].float() - design @ coef, blocks)
+    composed = coef[0] + coef[1] * (x[test].float() @ plain[0][1] + plain[1][1]) + x[test].float() @ rest[0][0] + rest[1][0]
+    torch.testing.assert_close(x[test].float() @ weight[0] + bias[0], composed, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(loo[:, 0], (design @ coef)[:, 0] + rest[2][:, 0], atol=1e-5, rtol=1e-5)
+    chained_mae = (x[test].float() @ weight[0] + bias[0] - y[test, 0]).abs().mean()
+    own_mae = (x[test].float() @ plain[0][0] + plain[1][0] - y[test, 0]).abs().mean()
+    assert chained_mae < own_mae  # the noisy target gains from the exact one's read-out
+    unchained = fit_anchored_ridge(x[train], y[train], blocks, anchor=None)
+    torch.testing.assert_close(unchained[0], plain[0])

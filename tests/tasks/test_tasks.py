@@ -108,17 +108,23 @@ def test_readout_lags_without_a_readout_is_an_error_not_ignored():
         RegressionTask(n_rois=6, target_names=["age"], readout_lags=3)
     with pytest.raises(ValueError, match="fc_readout"):
         RegressionTask(n_rois=6, target_names=["age"], readout_connectivity="tangent")
+    with pytest.raises(ValueError, match="readout_anchor"):
+        RegressionTask(n_rois=6, target_names=["age", "fluid_intelligence"], readout_anchor="age")
+    with pytest.raises(ValueError, match="readout_anchor"):
+        RegressionTask(n_rois=6, target_names=["fluid_intelligence"], fc_readout="ridge", readout_anchor="age")
 
 
-@pytest.mark.parametrize("connectivity", ["tangent", "both"])
-def test_the_closed_form_tangent_readout_is_fit_on_training_and_validation_runs_only(tmp_path, connectivity):
+@pytest.mark.parametrize(("connectivity", "targets", "anchor"),
+                         [("tangent", ["age"], None), ("both", ["fluid_intelligence", "age"], "age")])
+def test_the_closed_form_tangent_readout_is_fit_on_training_and_validation_runs_only(
+        tmp_path, connectivity, targets, anchor):
     simulate_cohort(tmp_path, n_subjects=24, n_rois=8, n_volumes=60, seed=3)
     dm = FMRIDataModule(str(tmp_path), atlas=str(tmp_path / "atlas.nii.gz"), cache_path=str(tmp_path / "c.h5"),
-                        min_timepoints=40, crop_len=24, n_folds=4, targets=["age"])
+                        min_timepoints=40, crop_len=24, n_folds=4, targets=targets)
     dm.prepare_data()
     dm.setup("fit")
-    task = RegressionTask(n_rois=8, target_names=["age"], crop_len=24, encoder=SMALL, fc_readout="ridge",
-                          readout_connectivity=connectivity, ema_decay=0.9)
+    task = RegressionTask(n_rois=8, target_names=targets, crop_len=24, encoder=SMALL, fc_readout="ridge",
+                          readout_connectivity=connectivity, readout_anchor=anchor, ema_decay=0.9)
     task.trainer = SimpleNamespace(datamodule=dm)
     task.on_fit_start()
     seen = dm.split_runs("train")[0] + dm.split_runs("val")[0]
