@@ -121,7 +121,7 @@ class RegressionTask(BrainTask):
             :func:`brainlit.tasks.closed_form.fit_anchored_ridge`; still one linear layer). On
             the two development cohorts, in closed form, it cut the fluid intelligence MAE
             from 4.36 / 4.70 to 4.24 / 4.51 points; it predicts the part the anchor explains
-            better and can lose the rest (the age-partialled r fell on two of three simulated
+            better and can lose the rest (the age-partialled r fell on three of four simulated
             cohorts). null: every target on its own, for when that rest is the point.
         zero_head: Start the SSM path's linear head at zero, so the model starts as its FC
             read-out (with ``fc_readout: ridge``, the closed-form model) and the network's
