@@ -99,7 +99,7 @@ class FCReadout(nn.Module):
         # reference^(-1/2) of the tangent space; saved only where it is used, so older checkpoints load
         whitening = torch.eye(n_rois, dtype=torch.float64)
         self.register_buffer("whitening", whitening, persistent="tangent" in self.kinds)
-        self.clip, self.lags, self.connectivity = clip, lags, connectivity
+        self.clip, self.lags = clip, lags
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(len(self.kinds) * self.upper.shape[1] + lags * n_rois, n_targets)
         nn.init.zeros_(self.linear.weight)
