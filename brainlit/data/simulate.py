@@ -448,9 +448,9 @@ def simulate_cohort(
                          not complete, seconds, n_bytes)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m brainlit.data.simulate OUT_DIR [--n-subjects N] [--seed S] [--camcan]``."""
-    parser = argparse.ArgumentParser(prog="python -m brainlit.data.simulate",
+def main(argv: list[str] | None = None, prog: str = "python -m brainlit.data.simulate") -> None:
+    """``python -m brainlit simulate OUT_DIR [--n-subjects N] [--seed S] [--camcan]``."""
+    parser = argparse.ArgumentParser(prog=prog,
                                      description=__doc__.split("\n")[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--n-subjects", type=int, help="default: 200, or 12 with --camcan")

@@ -3,7 +3,7 @@
 Sharing a pretrained encoder must not mean running someone else's code. Lightning checkpoints
 (``.ckpt``) are read with ``torch.load(..., weights_only=True)``, which refuses any pickled
 object other than tensors and plain values before building it; an encoder exported with
-``python -m brainlit export-encoder`` (``.safetensors``) holds only tensors and its
+``python -m brainlit export`` (``.safetensors``) holds only tensors and its
 :class:`~brainlit.tasks.specs.EncoderSpec` as JSON metadata.
 """
 
@@ -28,7 +28,7 @@ ENCODER_FORMAT = "brainlit-encoder"
 PRETRAINER = "LMAEPretrainer"
 WHAT_TO_PASS = (
     "model.pretrained takes the checkpoint of `python -m brainlit fit --config "
-    "configs/.../pretrain.yaml` or an encoder exported from it with `python -m brainlit export-encoder`."
+    "configs/.../pretrain.yaml` or an encoder exported from it with `python -m brainlit export`."
 )
 
 
@@ -65,7 +65,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
             raise BrainlitCheckpointError(
                 f"refused to load {path}: it carries a pickled Python object ({reason}) that could "
                 "run code when loaded; nothing of it was run. Load only checkpoints you made, or "
-                "share encoders as .safetensors (`python -m brainlit export-encoder`)."
+                "share encoders as .safetensors (`python -m brainlit export`)."
             ) from None
         raise _unreadable(path, reason) from None
     except Exception as error:  # torch raises many kinds for truncated or foreign files
