@@ -39,6 +39,9 @@ def bias_corrected_gap(frame: pd.DataFrame, fit_rows: pd.Series) -> pd.DataFrame
 class PredictionWriter(BasePredictionWriter):
     """Write ``predictions.csv``: subject_id, split and, per target, true and predicted values.
 
+    Every predicted subject gets a row; a target value the subject lacks leaves its ``*_true``
+    cell empty, and subjects left out of training for a missing target have split ``unlabelled``.
+
     For ``age`` it adds ``brain_age_gap`` and ``brain_age_gap_corrected`` (see
     :func:`bias_corrected_gap`). Under DDP each rank writes its part and rank 0 joins them.
 
@@ -93,4 +96,4 @@ def _add_splits(frame: pd.DataFrame, datamodule: L.LightningDataModule | None) -
     if datamodule is None or not hasattr(datamodule, "split_table"):
         return frame.assign(split="unknown")
     splits = datamodule.split_table()[["subject_id", "split"]]
-    return frame.merge(splits, on="subject_id", how="left")
+    return frame.merge(splits, on="subject_id", how="left").fillna({"split": "unlabelled"})
