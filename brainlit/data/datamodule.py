@@ -231,7 +231,7 @@ class FMRIDataModule(L.LightningDataModule):
                        f"tables of {self.phenotypes_path or self.root}: {', '.join(dropped)}")
             if self.on_error == "raise":
                 raise BrainlitDataError(f"{message}; add their values or set data.on_error: skip.")
-            log.warning("Leaving out of training and evaluation (predict still predicts them) %s", message)
+            log.warning("Dropping from training and evaluation (predict still predicts them) %s", message)
             reason = f"no value of {', '.join(self.targets)} in the phenotype tables"
             self.dropped = pd.DataFrame({"subject_id": dropped, "reason": reason})
         kept = [s for s in ids if complete[s]]
