@@ -31,6 +31,7 @@ COMMANDS = {
     "cache": "parcellate a cohort once into the HDF5 cache and print a summary",
     "experiment": "cache, pretrain, cross-validate, baselines, report and the final model folder",
     "export": "checkpoints -> a model folder (fine-tuned) or encoder .safetensors (LMAE)",
+    "apply": "predict a new cohort with a model folder: predictions and brain-age gap",
     "simulate": "write a simulated cohort (BIDS or Cam-CAN-shaped) with known ground truth",
 }
 LIGHTNING = ("fit", "validate", "test", "predict")

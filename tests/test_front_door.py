@@ -11,7 +11,7 @@ from brainlit.__main__ import COMMANDS, main
 from tests.conftest import REPO
 from tests.test_cli import run_cli
 
-EVERY_COMMAND = ["fit", "validate", "test", "predict", "cache", "experiment", "export", "simulate"]
+EVERY_COMMAND = ["fit", "validate", "test", "predict", "cache", "experiment", "export", "apply", "simulate"]
 
 
 def test_help_lists_every_command_with_one_line_each_under_the_program_name():

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from brainlit.data.arrays import ArrayLayout
 from brainlit.data.cache import CacheReader, CacheReport, build_cache
+from brainlit.data.card import data_card
 from brainlit.data.parallel import Backend
 from brainlit.data.parcellate import Confounds, Parcellator
 from brainlit.data.sources import Layout, discover_subjects, load_phenotypes
@@ -192,7 +193,7 @@ class FMRIDataModule(L.LightningDataModule):
         if self.parcellator.t_r:
             return float(self.parcellator.t_r)
         reader = self._ensure_cache()
-        t_r = reader.h5["subjects"][reader.subject_ids[0]]["timeseries"].attrs.get("t_r")
+        t_r = reader.h5["subjects"][reader.subject_ids[0]].attrs.get("t_r")  # set per subject group
         return float(t_r) if t_r is not None and t_r == t_r else None
 
     @property
@@ -210,6 +211,13 @@ class FMRIDataModule(L.LightningDataModule):
         """Common run length used for evaluation: the shortest kept run."""
         ids = self._kept_subjects()[0]
         return min(self.reader.n_timepoints(s) for s in ids)
+
+    def data_card(self) -> dict:
+        """Atlas, TR, cleaning and training cohort as JSON values (see :mod:`brainlit.data.card`);
+        computed once, then stored in every checkpoint of a model trained on this data."""
+        if getattr(self, "_card", None) is None:
+            self._card = data_card(self)
+        return self._card
 
     # ---------------------------------------------------------------- splits
     def _kept_subjects(self) -> tuple[list[str], pd.DataFrame]:

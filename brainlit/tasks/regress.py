@@ -257,6 +257,13 @@ class RegressionTask(BrainTask):
         if self.ema is not None:
             install(self.ema.module.fc_readout)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the data card (atlas, TR, cleaning, training cohort) beside the weights, so
+        ``python -m brainlit export`` can build a model folder from the checkpoint alone."""
+        card = getattr(getattr(self.trainer, "datamodule", None), "data_card", None)
+        if card is not None:
+            checkpoint["brainlit_data"] = card()
+
     def setup(self, stage: str) -> None:
         """Take the training fold's target statistics from the datamodule."""
         datamodule = getattr(self.trainer, "datamodule", None)
