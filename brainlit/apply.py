@@ -42,7 +42,7 @@ class BrainAgeModel:
         self.card, self.tasks = card, tasks
         self.targets: list[str] = list(card["targets"])
         self.n_rois: int = int(card["data"]["n_rois"])
-        self.min_timepoints: int = int(card["data"]["crop_len"])  # the training window
+        self.min_timepoints: int = int(card["data"]["window"])  # what each training window held
 
     def predict(self, timeseries: np.ndarray | list[np.ndarray], subject_ids: list[str] | None = None,
                 age: pd.Series | np.ndarray | list[float] | None = None) -> pd.DataFrame:
@@ -132,7 +132,7 @@ def _model_defaults(card: dict, out: Path) -> dict:
     data = card["data"]
     defaults = {f"data.{k}": v for k, v in data["preprocessing"].items() if k != "atlas"}
     defaults["data.t_r"] = data["t_r"]
-    defaults["data.min_timepoints"] = max(data["preprocessing"].get("min_timepoints") or 0, data["crop_len"])
+    defaults["data.min_timepoints"] = max(data["preprocessing"].get("min_timepoints") or 0, data["window"])
     defaults["data.cache_path"] = str(out.with_suffix(".cache.h5"))
     return defaults
 

@@ -6,7 +6,9 @@ the pretrained encoder and predict the test subjects -> tangent ridge, kernel ri
 the mean predictor on the identical folds (and brainlit's closed-form read-out alone, where it
 has one, as ``brainlit read-out``) -> their averages (:mod:`brainlit.ensembles`) ->
 every model scored the same way from its predictions -> ``predictions.csv``, ``results.csv``
-and ``results.md`` beside the paper's numbers. Each finished step is saved atomically and found on disk by a re-run.
+and ``results.md`` beside the paper's numbers -> the final model, fit on every labelled subject,
+as a model folder (:mod:`brainlit.final_model`). Each finished step is saved atomically and found
+on disk by a re-run.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from brainlit.cli import BrainlitCLI, datamodule_from_args
 from brainlit.data.cache import CacheReader
 from brainlit.ensembles import add_ensembles
 from brainlit.errors import BrainlitOutputError
+from brainlit.final_model import write_final_models
 from brainlit.metrics import score_predictions
 from brainlit.report import READOUT, format_table, to_markdown
 from brainlit.tasks.pretrain import format_diagnostics
@@ -103,6 +106,9 @@ class Experiment:
             ``brainlit (no pretraining)``).
         ensemble: Models fine-tuned per fold, each from its own seed; their predictions are
             averaged (seed ensembling: it cuts the variance small training sets leave).
+        final_model: After the folds, fit each fine-tuning config (``ensemble`` members) on
+            every labelled subject and write it as a model folder, ``<out>/model`` (see
+            :mod:`brainlit.final_model`), for ``python -m brainlit apply``.
     """
 
     def __init__(
@@ -117,6 +123,7 @@ class Experiment:
         pretrain: Literal["cohort", "per_fold"] = "cohort",
         pretrain_ablation: bool = False,
         ensemble: int = 1,
+        final_model: bool = True,
     ) -> None:
         if repeats < 1 or ensemble < 1 or pretrain not in ("cohort", "per_fold"):
             raise ValueError("need repeats >= 1, ensemble >= 1 and pretrain in {cohort, per_fold}.")
@@ -126,7 +133,7 @@ class Experiment:
         if atlas:
             self.data_args += ["--data.atlas", atlas]
         self.n_folds, self.quick, self.repeats, self.pretrain_mode = n_folds, quick, repeats, pretrain
-        self.ensemble = ensemble
+        self.ensemble, self.final_model = ensemble, final_model
         self.variants = tuple(VARIANTS) if pretrain_ablation else ("local",)
 
     # ------------------------------------------------------------------ helpers
@@ -266,6 +273,9 @@ class Experiment:
         predictions = add_ensembles(self._with_age(pd.concat(frames, ignore_index=True)))
         results = score_predictions(predictions)
         self.write(results, predictions)
+        if self.final_model:
+            for folder in write_final_models(self, results, predictions):
+                print(f"Model folder: {folder}  (python -m brainlit apply --model {folder} --root NEW --out FILE.csv)")
         log.info("Experiment finished in %.1f min", (time.perf_counter() - start) / 60)
         return results
 

@@ -41,7 +41,8 @@ def data_card(datamodule: Any) -> dict[str, Any]:
     """The card of an :class:`~brainlit.data.datamodule.FMRIDataModule` after ``setup``.
 
     Returns:
-        ``atlas`` (name, sha256, roi_labels), ``n_rois``, ``t_r``, ``crop_len``,
+        ``atlas`` (name, sha256, roi_labels), ``n_rois``, ``t_r``, ``crop_len``, ``window``
+        (the time points each training window held: ``crop_len`` or the shortest run),
         ``preprocessing`` (the parcellator's options but the atlas path), ``targets`` and the
         ``training_cohort``: labelled subjects with imaging and their age range (where known).
     """
@@ -54,6 +55,7 @@ def data_card(datamodule: Any) -> dict[str, Any]:
         "n_rois": int(datamodule.n_rois),
         "t_r": datamodule.repetition_time,
         "crop_len": int(datamodule.crop_len),
+        "window": min(int(datamodule.crop_len), int(datamodule.n_timepoints)),
         "preprocessing": params,
         "targets": list(datamodule.targets),
         "training_cohort": {
