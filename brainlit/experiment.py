@@ -27,9 +27,10 @@ from jsonargparse import ArgumentParser
 
 from brainlit.baselines import predict_baselines
 from brainlit.cli import BrainlitCLI, datamodule_from_args
+from brainlit.config_check import check_config, data_options
 from brainlit.data.cache import CacheReader
 from brainlit.ensembles import add_ensembles
-from brainlit.errors import BrainlitOutputError
+from brainlit.errors import BrainlitConfigError, BrainlitOutputError
 from brainlit.final_model import write_final_models
 from brainlit.metrics import score_predictions
 from brainlit.report import READOUT, format_table, to_markdown
@@ -106,6 +107,8 @@ class Experiment:
             ``brainlit (no pretraining)``).
         ensemble: Models fine-tuned per fold, each from its own seed; their predictions are
             averaged (seed ensembling: it cuts the variance small training sets leave).
+        data_options: Datamodule options for every config, as on the command line
+            (``["--data.layout", "arrays"]``); ``experiment --data.layout arrays`` fills it.
         final_model: After the folds, fit each fine-tuning config (``ensemble`` members) on
             every labelled subject and write it as a model folder, ``<out>/model`` (see
             :mod:`brainlit.final_model`), for ``python -m brainlit apply``.
@@ -123,6 +126,7 @@ class Experiment:
         pretrain: Literal["cohort", "per_fold"] = "cohort",
         pretrain_ablation: bool = False,
         ensemble: int = 1,
+        data_options: list[str] | None = None,
         final_model: bool = True,
     ) -> None:
         if repeats < 1 or ensemble < 1 or pretrain not in ("cohort", "per_fold"):
@@ -132,6 +136,7 @@ class Experiment:
         self.data_args = ["--data.root", root, "--data.cache_path", str(self.out / "cache.h5")]
         if atlas:
             self.data_args += ["--data.atlas", atlas]
+        self.data_args += list(data_options or [])
         self.n_folds, self.quick, self.repeats, self.pretrain_mode = n_folds, quick, repeats, pretrain
         self.ensemble, self.final_model = ensemble, final_model
         self.variants = tuple(VARIANTS) if pretrain_ablation else ("local",)
@@ -163,6 +168,16 @@ class Experiment:
 
     def _fold_dir(self, config: Path, repeat: int, fold: int) -> Path:
         return self.out / config.stem / f"repeat{repeat}" / f"fold{fold}"
+
+    def check_configs(self) -> None:
+        """Parse every config with the overlays and data options and build its classes, before
+        any work: a rejected option is one error naming the file (:mod:`brainlit.config_check`)."""
+        finetune = sorted(self.configs.glob("finetune*.yaml"))
+        if not finetune:
+            raise BrainlitConfigError(f"no finetune*.yaml in {self.configs}: set --configs to a config folder.")
+        pretrain = [self.configs / "pretrain.yaml"] if set(self.variants) - {"none"} else []
+        for config in pretrain + finetune:
+            check_config(config, [*self._overlay(config), *self.data_args])
 
     # ------------------------------------------------------------------ steps
     def fold_splits(self, config: Path, repeat: int, fold: int) -> Path:
@@ -259,6 +274,7 @@ class Experiment:
     def run(self) -> pd.DataFrame:
         """Every step, skipping what is already on disk; writes and returns the fold scores."""
         start = time.perf_counter()
+        self.check_configs()
         frames = []
         for repeat in range(self.repeats):
             for config in sorted(self.configs.glob("finetune*.yaml")):
@@ -339,6 +355,8 @@ def _prediction_frame(batches: list[dict], target_names: list[str]) -> pd.DataFr
 
 def experiment_main(argv: list[str]) -> None:
     """Parse ``python -m brainlit experiment`` arguments and run it."""
-    parser = ArgumentParser(prog="python -m brainlit experiment", description=__doc__)
-    parser.add_class_arguments(Experiment)
-    Experiment(**parser.parse_args(argv).as_dict()).run()
+    description = f"{__doc__}\nAny --data.* option (`python -m brainlit cache --help`) applies to every config."
+    parser = ArgumentParser(prog="python -m brainlit experiment", description=description)
+    parser.add_class_arguments(Experiment, skip={"data_options"})
+    argv, data = data_options(argv)
+    Experiment(**parser.parse_args(argv).as_dict(), data_options=data).run()
