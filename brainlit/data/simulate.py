@@ -48,6 +48,7 @@ import argparse
 import json
 import logging
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -460,16 +461,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m brainlit.data.sim
     parser.add_argument("--overwrite", action="store_true", help="replace another cohort there")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    progress = sys.stderr.isatty()  # a bar on a terminal; in a log file the summary line only
     if args.camcan:
         from brainlit.data.camcan_tree import write_camcan_tree
 
         path = write_camcan_tree(args.out_dir, args.n_subjects or 12, args.seed, n_jobs=args.n_jobs,
-                                 progress=True)
+                                 progress=progress)
         print(f"Cam-CAN-shaped tree in {path}")
         return
     try:
         summary = simulate_cohort(args.out_dir, args.n_subjects or 200, seed=args.seed,
-                                  n_jobs=args.n_jobs, overwrite=args.overwrite, progress=True)
+                                  n_jobs=args.n_jobs, overwrite=args.overwrite, progress=progress)
     except BrainlitDataError as error:
         parser.error(str(error))
     print(f"{summary.n_subjects} subjects, {summary.n_rois} regions, {summary.n_volumes} volumes "
