@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 
 import brainlit
 from brainlit.errors import BrainlitCheckpointError, BrainlitOutputError
-from brainlit.tasks.checkpoints import _read_checkpoint, _task_name, export_encoder
+from brainlit.tasks.checkpoints import export_encoder, read_checkpoint, task_name
 from brainlit.tasks.predictions import fit_gap_correction
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,9 @@ def members_of(checkpoints: list[str | Path]) -> tuple[list[dict], dict]:
     for path in map(Path, checkpoints):
         if not path.is_file():
             raise BrainlitCheckpointError(f"checkpoint {path} not found.")
-        ckpt = _read_checkpoint(path)
+        ckpt = read_checkpoint(path)
         hparams = dict(ckpt.get("hyper_parameters") or {})
-        if _task_name(hparams) != "RegressionTask":
+        if task_name(hparams) != "RegressionTask":
             raise BrainlitCheckpointError(f"{path} is not a fine-tuning (RegressionTask) checkpoint: "
                                           "a model folder is built from `fit` on a finetune config.")
         if "brainlit_data" not in ckpt:
@@ -198,8 +198,8 @@ def export_command(argv: list[str]) -> None:
     if len(args.checkpoints) < 2:
         parser.error("give the checkpoint(s) and then the output: export CKPT... OUT")
     *checkpoints, out = args.checkpoints
-    first = _read_checkpoint(Path(checkpoints[0])) if Path(checkpoints[0]).is_file() else {}
-    if len(checkpoints) == 1 and _task_name(dict(first.get("hyper_parameters") or {})) == "LMAEPretrainer":
+    first = read_checkpoint(Path(checkpoints[0])) if Path(checkpoints[0]).is_file() else {}
+    if len(checkpoints) == 1 and task_name(dict(first.get("hyper_parameters") or {})) == "LMAEPretrainer":
         print(f"Encoder written to {export_encoder(checkpoints[0], out)}")
         return
     print(f"Model folder written to {export_model(checkpoints, out, args.bias_from)}")

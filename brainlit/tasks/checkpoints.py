@@ -52,10 +52,10 @@ def load_encoder(path: str | Path) -> tuple[EncoderSpec, dict[str, torch.Tensor]
         )
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
-    return _encoder_of(path, _read_checkpoint(path))
+    return _encoder_of(path, read_checkpoint(path))
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: Path) -> dict[str, Any]:
     """A Lightning checkpoint as plain data (tensors, numbers, strings, containers) only."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -77,7 +77,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 
 def _encoder_of(path: Path, ckpt: dict[str, Any]) -> tuple[EncoderSpec, dict[str, torch.Tensor]]:
     hparams = ckpt.get("hyper_parameters") or {}
-    kind = _task_name(hparams)
+    kind = task_name(hparams)
     if kind != PRETRAINER:
         raise BrainlitCheckpointError(
             f"{path} is {'a ' + kind if kind else 'not a brainlit'} checkpoint, not an "
@@ -93,7 +93,7 @@ def _encoder_of(path: Path, ckpt: dict[str, Any]) -> tuple[EncoderSpec, dict[str
     return spec, weights
 
 
-def _task_name(hparams: dict[str, Any]) -> str | None:
+def task_name(hparams: dict[str, Any]) -> str | None:
     """The task class a checkpoint's hyperparameters came from (LightningCLI stores its path)."""
     if "_class_path" in hparams:
         return str(hparams["_class_path"]).rsplit(".", 1)[-1]
