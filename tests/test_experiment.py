@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from brainlit import load_model
 from brainlit.data.cache import CacheReader
@@ -65,6 +66,17 @@ def test_quick_reproduction_writes_results_for_all_models_and_targets(tiny_camca
         [reader.timeseries(s).T for s in reader.subject_ids], reader.subject_ids,
         reader.phenotypes.loc[reader.subject_ids, "age"])
     assert len(applied) == 15 and np.isfinite(applied["brain_age_gap_corrected"]).all()
+
+    # TensorBoard's first card: the best validation MAE of each fine-tuning run, never -1
+    hp_metrics = {}
+    for events_file in out.rglob("events.out.tfevents.*"):
+        events = EventAccumulator(str(events_file))
+        events.Reload()
+        if "hp_metric" in events.Tags()["scalars"]:
+            hp_metrics[events_file] = [e.value for e in events.Scalars("hp_metric")]
+    finetune_runs = list(out.glob("finetune_*/repeat0/fold*/local/member0/logs"))
+    assert len(finetune_runs) == 4 and len(hp_metrics) >= 4 + 2  # folds, and the final models
+    assert all(v != -1 and v > 0 for values in hp_metrics.values() for v in values)
 
     # a re-run resumes: nothing is recomputed, the same table comes back
     def fold_outputs() -> dict:
