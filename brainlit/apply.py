@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from jsonargparse import ArgumentParser
 
+from brainlit.data.cache import CacheReport
 from brainlit.data.card import file_sha256
 from brainlit.data.datamodule import FMRIDataModule
 from brainlit.errors import BrainlitConfigError, BrainlitDataError
@@ -203,7 +204,7 @@ def _option(argv: list[str], name: str) -> str | None:
     return None
 
 
-def _summary(frame: pd.DataFrame, report: object, out: str) -> str:
+def _summary(frame: pd.DataFrame, report: CacheReport, out: str) -> str:
     lines = [f"Predicted {len(frame)} subjects -> {out}"]
     if "age_true" in frame and frame["age_true"].notna().any():
         known = frame["age_true"].notna()

@@ -161,6 +161,7 @@ class FMRIDataModule(L.LightningDataModule):
         self._prepared = False
         self._kept: tuple[list[str], pd.DataFrame] | None = None
         self.unlabelled: list[str] = []  # imaging without every target: predicted, never fit
+        self._card: dict | None = None
         self.splits: dict[str, list[str]] | None = None
         self.target_mean: np.ndarray | None = None
         self.target_std: np.ndarray | None = None
@@ -215,7 +216,7 @@ class FMRIDataModule(L.LightningDataModule):
     def data_card(self) -> dict:
         """Atlas, TR, cleaning and training cohort as JSON values (see :mod:`brainlit.data.card`);
         computed once, then stored in every checkpoint of a model trained on this data."""
-        if getattr(self, "_card", None) is None:
+        if self._card is None:
             self._card = data_card(self)
         return self._card
 
