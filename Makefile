@@ -17,6 +17,8 @@ QUICK ?=
 DEMO_DIR ?= data/demo
 DEMO_ENSEMBLE ?= 2
 DEMO_REPEATS ?= 2
+DYN_DIR ?= data/demo-dynamics
+DYN_VOLUMES ?= 300
 # gpu-check runs on a GPU machine's own python3 (no venv, no internet); DRY_RUN=1 rehearses here.
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 DRY_RUN ?=
@@ -28,7 +30,7 @@ GPU_WHEELS ?= jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.1
 	nilearn==0.14.1 nibabel==5.4.2
 MAMBA_SDIST ?= mamba-ssm==2.3.2.post1
 
-.PHONY: install demo test test-all lint bench gpu-check gpu-wheels reproduce-camcan tensorboard clean
+.PHONY: install demo demo-dynamics test test-all lint bench gpu-check gpu-wheels reproduce-camcan tensorboard clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +47,11 @@ demo: install  ## simulate the embedded cohort, run the whole pipeline, print th
 	$(PY) -m brainlit.data.simulate $(DEMO_DIR)
 	$(PY) -m brainlit experiment --root $(DEMO_DIR) --atlas $(DEMO_DIR)/atlas.nii.gz \
 		--configs configs/demo --out runs/demo --ensemble $(DEMO_ENSEMBLE) --repeats $(DEMO_REPEATS)
+
+demo-dynamics: install  ## the positive control: a cohort whose age and cognition also live in FC dynamics
+	$(PY) -m brainlit.data.simulate $(DYN_DIR) --dynamics switching --n-volumes $(DYN_VOLUMES)
+	$(PY) -m brainlit experiment --root $(DYN_DIR) --atlas $(DYN_DIR)/atlas.nii.gz \
+		--configs configs/demo --out runs/demo-dynamics --ensemble $(DEMO_ENSEMBLE) --repeats $(DEMO_REPEATS)
 
 test: install  ## fast test suite (slow and gpu tests skipped)
 	$(PY) -m pytest -q

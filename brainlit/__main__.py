@@ -67,7 +67,7 @@ def _handler(command: str) -> Callable[[list[str]], None]:
     elif command == "apply":
         from brainlit.apply import apply_command as run
     else:
-        from brainlit.data.simulate import main as simulate
+        from brainlit.data.simulate.cli import main as simulate
 
         return lambda argv: simulate(argv, prog=f"{prog} simulate")
     return run

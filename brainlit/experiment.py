@@ -29,6 +29,7 @@ from brainlit.baselines import predict_baselines
 from brainlit.cli import BrainlitCLI, datamodule_from_args
 from brainlit.config_check import check_config, data_options
 from brainlit.data.cache import CacheReader
+from brainlit.data.simulate.cohort import LATENTS
 from brainlit.ensembles import add_ensembles
 from brainlit.errors import BrainlitConfigError, BrainlitOutputError
 from brainlit.final_model import write_final_models
@@ -131,7 +132,7 @@ class Experiment:
     ) -> None:
         if repeats < 1 or ensemble < 1 or pretrain not in ("cohort", "per_fold"):
             raise ValueError("need repeats >= 1, ensemble >= 1 and pretrain in {cohort, per_fold}.")
-        self.out, self.configs = Path(out), Path(configs)
+        self.root, self.out, self.configs = Path(root), Path(out), Path(configs)
         self.out.mkdir(parents=True, exist_ok=True)
         self.data_args = ["--data.root", root, "--data.cache_path", str(self.out / "cache.h5")]
         if atlas:
@@ -267,9 +268,22 @@ class Experiment:
         reader = CacheReader(self.out / "cache.h5")
         subjects = sorted({s for train, test in folds.values() for s in train + test})
         series = {s: reader.timeseries(s) for s in subjects}
-        frame = predict_baselines(series, reader.phenotypes.loc[subjects, targets_of(config)], folds)
+        frame = predict_baselines(series, reader.phenotypes.loc[subjects, targets_of(config)], folds,
+                                  latents=self.latents(subjects))
         _write_atomically(path, frame.to_csv(index=False))
         return frame
+
+    def latents(self, subjects: list[str]) -> pd.DataFrame | None:
+        """The ``dynamics_*`` columns of a simulated cohort's true latent parameters, for the
+        oracle row; None for any other cohort."""
+        path = self.root / LATENTS
+        if not path.exists():
+            return None
+        table = pd.read_csv(path, sep="\t").set_index("participant_id")
+        columns = [c for c in table.columns if c.startswith("dynamics_")]
+        if not columns or not set(subjects) <= set(table.index):
+            return None
+        return table.loc[subjects, columns]
 
     def run(self) -> pd.DataFrame:
         """Every step, skipping what is already on disk; writes and returns the fold scores."""

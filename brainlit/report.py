@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 from scipy import stats
 
+from brainlit.baselines.oracle import ORACLE
 from brainlit.ensembles import CLASSICAL_ENSEMBLE
 from brainlit.metrics import corrected_paired_interval
 
@@ -20,7 +21,7 @@ PAPER = {
     "fluid_intelligence": {"mae": 2.940, "pearson_r": 0.887},
 }
 PAPER_ROW = "paper (Cam-CAN)"
-CLASSICAL = ("tangent_ridge", "kernel_ridge_fc", CLASSICAL_ENSEMBLE, "mean")
+CLASSICAL = ("tangent_ridge", "kernel_ridge_fc", "dfc_ridge", CLASSICAL_ENSEMBLE, "mean")
 # brainlit's closed-form read-out alone (``fc_readout: ridge``): what RWMOE + SSM must improve on
 READOUT = "brainlit read-out"
 MIN_TEST_FOR_R = 3  # r of two points is +-1 whatever the model does
@@ -103,7 +104,7 @@ def paired_differences(results: pd.DataFrame) -> pd.DataFrame:
         if classical.empty:
             continue
         best = str(classical.idxmin())
-        for model in sorted({m for m in group.model if m not in CLASSICAL}, key=_model_rank):
+        for model in sorted({m for m in group.model if m not in (*CLASSICAL, ORACLE)}, key=_model_rank):
             rows.append([target, model, best, *_paired(group, model, best)])
         if {"brainlit", READOUT} <= set(group.model):
             rows.append([target, "brainlit", READOUT, *_paired(group, "brainlit", READOUT)])
@@ -166,7 +167,25 @@ def _difference_lines(results: pd.DataFrame, target: str) -> list[str]:
         role = "what RWMOE + SSM add" if row.reference == READOUT else "best classical"
         lines.append(f"{row.model} - {row.reference} ({role}): MAE {row.diff_mean:+.2f}{interval} "
                      f"over {row.n} paired folds ({verdict})")
-    return lines
+    return lines + oracle_gaps(results, target)
+
+
+def oracle_gaps(results: pd.DataFrame, target: str) -> list[str]:
+    """Where the cohort has an oracle (true latent parameters): how far brainlit, its read-out
+    and the best classical model are from it, and the share of its read-out's distance to the
+    oracle that the network closes."""
+    group = results[results.target == target]
+    mae = group.groupby("model")["mae"].mean()
+    if ORACLE not in mae:
+        return []
+    classical = mae[[m for m in mae.index if m in CLASSICAL]]
+    shown = [m for m in ("brainlit", READOUT) if m in mae] + ([classical.idxmin()] if len(classical) else [])
+    gaps = ", ".join(f"{m} {mae[m] - mae[ORACLE]:+.2f}" for m in shown)
+    line = f"distance to the {ORACLE} (MAE {mae[ORACLE]:.2f}): {gaps}"
+    if {"brainlit", READOUT} <= set(mae.index) and mae[READOUT] > mae[ORACLE]:
+        closed = (mae[READOUT] - mae["brainlit"]) / (mae[READOUT] - mae[ORACLE])
+        line += f"; the network closes {closed:.0%} of its read-out's gap"
+    return [line]
 
 
 def _escape(value) -> str:  # noqa: ANN001

@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from brainlit.data.camcan_tree import write_camcan_tree
-from brainlit.data.simulate import simulate_cohort
+from brainlit.data.simulate import simulate_cohort, write_camcan_tree
 
 REPO = Path(__file__).resolve().parents[1]
 

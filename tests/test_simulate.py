@@ -10,14 +10,14 @@ import pytest
 from sklearn.model_selection import KFold
 
 from brainlit.baselines import predict_baselines
-from brainlit.data.camcan_tree import CAMCAN_BAD_SCORES, write_camcan_tree
 from brainlit.data.simulate import (
     MARKER,
-    main,
     simulate_cohort,
     simulate_phenotypes,
     simulate_roi_timeseries,
 )
+from brainlit.data.simulate.camcan import CAMCAN_BAD_SCORES, write_camcan_tree
+from brainlit.data.simulate.cli import main
 from brainlit.errors import BrainlitDataError
 from brainlit.metrics import score_predictions
 

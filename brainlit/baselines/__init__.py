@@ -1,4 +1,5 @@
-"""Classical references run on the same folds as brainlit: tangent ridge, kernel ridge, the mean."""
+"""Classical references run on the same folds as brainlit: tangent ridge, kernel ridge, dynamic-FC
+ridge, the mean; and the oracle of simulated positive controls."""
 
 from brainlit.baselines.fc_ridge import FCKernelRidge, fc_features
 from brainlit.baselines.mean import MeanPredictor

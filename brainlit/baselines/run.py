@@ -8,16 +8,19 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from brainlit.baselines.dfc_ridge import DynamicFCRidge
 from brainlit.baselines.fc_ridge import FCKernelRidge
 from brainlit.baselines.mean import MeanPredictor
+from brainlit.baselines.oracle import ORACLE, LatentOracle
 from brainlit.baselines.tangent_ridge import TangentRidge
 from brainlit.errors import BrainlitDataError
 
 log = logging.getLogger(__name__)
 
-BASELINES: dict[str, Callable[[], FCKernelRidge | MeanPredictor | TangentRidge]] = {
+BASELINES: dict[str, Callable[[], FCKernelRidge | MeanPredictor | TangentRidge | DynamicFCRidge]] = {
     "tangent_ridge": TangentRidge,
     "kernel_ridge_fc": FCKernelRidge,
+    "dfc_ridge": DynamicFCRidge,
     "mean": MeanPredictor,
 }
 PREDICTION_COLUMNS = ["model", "target", "fold", "subject_id", "y_true", "y_pred"]
@@ -48,6 +51,7 @@ def predict_baselines(
     y: pd.Series | pd.DataFrame | Mapping,
     folds: Mapping[int, tuple[Sequence[str], Sequence[str]]],
     models: Sequence[str] = tuple(BASELINES),
+    latents: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Fit each baseline on the training subjects of each fold; predict its test subjects.
 
@@ -61,6 +65,8 @@ def predict_baselines(
         folds: ``{fold: (train_ids, test_ids)}``, e.g. the datamodule's splits. Subjects whose
             target is missing (NaN or absent) are left out of that target's fit and test.
         models: Names from ``BASELINES``.
+        latents: True latent parameters of a simulated cohort, indexed by subject_id (one
+            column each); when given, the ``ORACLE`` row (:class:`LatentOracle`) is added.
 
     Returns:
         One row per (model, target, fold, test subject) with columns ``PREDICTION_COLUMNS``.
@@ -74,9 +80,9 @@ def predict_baselines(
                 raise ValueError(
                     f"fold {fold}: subjects in both train and test: {sorted(set(train) & set(test))[:5]}"
                 )
-            for name in models:
-                model = BASELINES[name]().fit([series[s] for s in train], values[train].to_numpy())
-                y_pred = model.predict([series[s] for s in test])
+            fits = {name: _fit_predict(name, series, values, train, test, latents)
+                    for name in [*models, *([ORACLE] if latents is not None else [])]}
+            for name, y_pred in fits.items():
                 frames.append(pd.DataFrame({
                     "model": name, "target": target, "fold": fold, "subject_id": test,
                     "y_true": values[test].to_numpy(), "y_pred": y_pred,
@@ -84,3 +90,13 @@ def predict_baselines(
                 mae = float(np.mean(np.abs(y_pred - values[test].to_numpy())))
                 log.info("%s %s fold %d: MAE %.3f on %d subjects", name, target, fold, mae, len(test))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PREDICTION_COLUMNS)
+
+
+def _fit_predict(name: str, series: Mapping, values: pd.Series, train: list[str], test: list[str],
+                 latents: pd.DataFrame | None) -> np.ndarray:
+    """Fit one baseline on the ``train`` subjects alone and predict the ``test`` subjects."""
+    train_series, test_series = [series[s] for s in train], [series[s] for s in test]
+    if name == ORACLE:
+        oracle = LatentOracle().fit(train_series, values[train].to_numpy(), latents.loc[train].to_numpy())
+        return oracle.predict(test_series, latents.loc[test].to_numpy())
+    return BASELINES[name]().fit(train_series, values[train].to_numpy()).predict(test_series)

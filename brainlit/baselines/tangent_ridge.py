@@ -10,6 +10,19 @@ from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold
 
 
+def fit_tangent(roi_timeseries: Sequence[np.ndarray]) -> ConnectivityMeasure:
+    """nilearn's tangent-space FC (vectorised, no diagonal) with its reference, the geometric
+    mean of the Ledoit-Wolf covariances of ``roi_timeseries`` ([R, T] each): the training
+    subjects only, so that no test subject shapes it."""
+    measure = ConnectivityMeasure(kind="tangent", vectorize=True, discard_diagonal=True)
+    return measure.fit([np.asarray(s).T for s in roi_timeseries])
+
+
+def tangent_features(measure: ConnectivityMeasure, roi_timeseries: Sequence[np.ndarray]) -> np.ndarray:
+    """``[N, R (R - 1) / 2]`` tangent-space FC of ``roi_timeseries`` at ``measure``'s reference."""
+    return measure.transform([np.asarray(s).T for s in roi_timeseries])
+
+
 class TangentRidge:
     """Tangent-space FC (reference = geometric mean of the training subjects) + ridge.
 
@@ -36,10 +49,8 @@ class TangentRidge:
     def fit(self, roi_timeseries: Sequence[np.ndarray], y: Sequence[float]) -> TangentRidge:
         """Fit the tangent reference and the ridge on training series ([R, T] each) and targets."""
         y = np.asarray(y, dtype=np.float64)
-        self.connectivity_ = ConnectivityMeasure(
-            kind="tangent", vectorize=True, discard_diagonal=True
-        )
-        features = self.connectivity_.fit_transform([np.asarray(s).T for s in roi_timeseries])
+        self.connectivity_ = fit_tangent(roi_timeseries)
+        features = tangent_features(self.connectivity_, roi_timeseries)
         cv = KFold(min(self.inner_folds, len(y)), shuffle=True, random_state=self.seed)
         self.ridge_ = RidgeCV(
             alphas=self.alphas, cv=cv, scoring="neg_mean_absolute_error"
@@ -53,5 +64,4 @@ class TangentRidge:
 
     def predict(self, roi_timeseries: Sequence[np.ndarray]) -> np.ndarray:
         """Predictions [N] for series ([R, T] each), projected at the training reference."""
-        features = self.connectivity_.transform([np.asarray(s).T for s in roi_timeseries])
-        return self.ridge_.predict(features)
+        return self.ridge_.predict(tangent_features(self.connectivity_, roi_timeseries))

@@ -101,6 +101,8 @@ class BrainRegressor(nn.Module):
         fc_dropout: Dropout on the FC read-out's features.
         readout_lags: Autocorrelation lags per ROI the FC read-out also reads (0: FC only).
         readout_connectivity: ``correlation``, ``tangent`` or ``both`` edge sets in the FC read-out.
+        direct_head: A second linear head on the pooled features that predicts the targets
+            without the read-out (``aux["direct"]``), for deep supervision of a stacked model.
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class BrainRegressor(nn.Module):
         fc_dropout: float = 0.0,
         readout_lags: int = 0,
         readout_connectivity: Connectivity = "correlation",
+        direct_head: bool = False,
     ) -> None:
         super().__init__()
         if sequence not in ("patch", "roi_major") or roi_pool not in ("linear", "mean"):
@@ -156,6 +159,7 @@ class BrainRegressor(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.head_dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(d_model, n_targets)
+        self.direct_head = nn.Linear(d_model, n_targets) if direct_head else None
         self.fc_readout = (
             FCReadout(n_rois, n_targets, fc_dropout, lags=readout_lags, connectivity=readout_connectivity)
             if fc_readout else None
@@ -174,6 +178,7 @@ class BrainRegressor(nn.Module):
         fc_dropout: float = 0.0,
         readout_lags: int = 0,
         readout_connectivity: Connectivity = "correlation",
+        direct_head: bool = False,
     ) -> BrainRegressor:
         """Build from the encoder's arguments and the grouped ``MoESpec`` and ``SSMSpec`` dataclasses.
 
@@ -188,13 +193,14 @@ class BrainRegressor(nn.Module):
             fc_dropout: Dropout on the FC read-out's features.
             readout_lags: Autocorrelation lags per ROI the FC read-out also reads.
             readout_connectivity: ``correlation``, ``tangent`` or ``both`` edge sets in the FC read-out.
+            direct_head: Add the read-out-free second head (deep supervision).
         """
         kwargs = {_MOE_RENAMES.get(k, k): v for k, v in dataclasses.asdict(moe).items()}
         kwargs.update({_SSM_RENAMES.get(k, k): v for k, v in dataclasses.asdict(ssm).items()})
         return cls(
             PatchEncoder(n_rois, **encoder), n_targets, head_dropout=head_dropout,
             fc_readout=fc_readout, fc_dropout=fc_dropout, readout_lags=readout_lags,
-            readout_connectivity=readout_connectivity, **kwargs,
+            readout_connectivity=readout_connectivity, direct_head=direct_head, **kwargs,
         )  # fmt: skip
 
     def forward(
@@ -210,7 +216,8 @@ class BrainRegressor(nn.Module):
         Returns:
             ``pred`` ``[B, n_targets]`` and ``aux`` with ``balance_loss`` (scalar),
             ``roi_expert_weights`` ``[B, R, E]`` and, with an FC read-out, ``readout``
-            ``[B, n_targets]``: the read-out's share of ``pred``.
+            ``[B, n_targets]``: the read-out's share of ``pred``; with ``direct_head``,
+            ``direct`` ``[B, n_targets]``: the network's own prediction, read-out left out.
         """
         fc = correlation(x)  # [B, R, R]
         tokens, aux = self.moe(self.encoder(x), x, fc)  # [B, R, P, D]
@@ -219,6 +226,8 @@ class BrainRegressor(nn.Module):
             sequence = block(sequence)
         pooled = self.norm(sequence.mean(1))  # [B, D]
         pred = self.head(self.head_dropout(pooled))
+        if self.direct_head is not None:
+            aux["direct"] = self.direct_head(self.head_dropout(pooled))
         if self.fc_readout is not None:
             aux["readout"] = self.fc_readout(x, fc) if fc_prediction is None else fc_prediction
             pred = pred + aux["readout"].to(pred.dtype)

@@ -127,6 +127,13 @@ class RegressionTask(BrainTask):
         zero_head: Start the SSM path's linear head at zero, so the model starts as its FC
             read-out (with ``fc_readout: ridge``, the closed-form model) and the network's
             share grows only as far as training finds something to add (as in ReZero).
+        direct_weight: Weight of an auxiliary loss on a second head that predicts the targets
+            from the network's pooled features alone, without the read-out (0: no such head).
+            In a stacked model the main head learns only the read-out's residual, mostly noise
+            where the read-out is good; the direct loss makes the encoder, RWMOE and SSM learn
+            the targets' full signal (deep supervision, as in GoogLeNet's auxiliary heads), so
+            that features the read-out cannot compute, such as how FC changes over time, exist
+            for the residual head to use. The auxiliary head is used for training only.
         pretrained: LMAEPretrainer checkpoint (``.ckpt``) or exported encoder (``.safetensors``)
             whose encoder is loaded, or null. Checkpoints are read as plain data only.
         freeze_encoder: Keep the encoder weights fixed.
@@ -159,6 +166,7 @@ class RegressionTask(BrainTask):
         readout_connectivity: Connectivity = "correlation",
         readout_anchor: str | None = None,
         zero_head: bool = False,
+        direct_weight: float = 0.0,
         pretrained: str | None = None,
         freeze_encoder: bool = False,
         encoder_lr_scale: float = 0.1,
@@ -190,7 +198,7 @@ class RegressionTask(BrainTask):
         self.lr, self.weight_decay, self.warmup_fraction = lr, weight_decay, warmup_fraction
         self.model = BrainRegressor.from_specs(
             n_rois, len(target_names), encoder_args(encoder), moe, ssm, head_dropout,
-            fc_readout != "none", fc_dropout, readout_lags, readout_connectivity,
+            fc_readout != "none", fc_dropout, readout_lags, readout_connectivity, direct_weight > 0,
         )  # fmt: skip
         if fc_readout == "ridge":
             self.model.fc_readout.requires_grad_(False)
@@ -286,6 +294,10 @@ class RegressionTask(BrainTask):
         pred, aux = self.model(batch["x"], self.offsets(batch))  # pred: [B, n_targets]
         task_loss = LOSSES[self.hparams.loss](pred.float(), batch["y"])
         loss = task_loss + self.hparams.aux_weight * aux["balance_loss"]
+        if "direct" in aux:
+            direct_loss = LOSSES[self.hparams.loss](aux["direct"].float(), batch["y"])
+            loss = loss + self.hparams.direct_weight * direct_loss
+            self.log("train/direct_loss", direct_loss, batch_size=batch["x"].shape[0])
         size = batch["x"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/task_loss", task_loss, batch_size=size)

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from nilearn.interfaces.fmriprep.load_confounds_strategy import preset_strategies
 
-from brainlit.data.camcan_tree import write_camcan_tree
 from brainlit.data.confounds import MOTION, complete_columns, load_run_confounds, needed_columns
 from brainlit.data.datamodule import FMRIDataModule
+from brainlit.data.simulate import write_camcan_tree
 from brainlit.data.sources import discover_subjects
 from brainlit.errors import BrainlitConfigError
 

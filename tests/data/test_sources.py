@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainlit.data.camcan_tree import write_camcan_tree
+from brainlit.data.simulate import write_camcan_tree
 from brainlit.data.sources import discover_subjects, read_cattell_summary
 from brainlit.errors import BrainlitDataError
 from tests.data.conftest import write_bold

@@ -167,3 +167,23 @@ def test_ema_weights_follow_training_and_serve_evaluation():
     assert all(m == pytest.approx(1.0) for m in moved)
     assert task.eval_model is not task.model
     assert RegressionTask(n_rois=6, target_names=["age"], encoder=SMALL).eval_model is not None
+
+
+def test_the_direct_head_supervises_the_network_without_changing_its_prediction():
+    """direct_weight adds a read-out-free head whose loss trains the encoder, RWMOE and SSM on
+    the whole target; the prediction is still read-out plus the (zero) residual head."""
+    torch.manual_seed(0)
+    kwargs = dict(n_rois=6, target_names=["age"], crop_len=16, encoder=SMALL, fc_readout="ridge",
+                  zero_head=True)
+    plain, supervised = RegressionTask(**kwargs), RegressionTask(**kwargs, direct_weight=1.0)
+    assert plain.model.direct_head is None and supervised.model.direct_head is not None
+    readout = supervised.model.fc_readout
+    readout.set_weights(torch.randn_like(readout.linear.weight), torch.tensor([0.3]))
+    batch = {"x": torch.randn(4, 6, 16), "y": torch.randn(4, 1), "subject_id": list("abcd")}
+    pred, aux = supervised.model(batch["x"])
+    torch.testing.assert_close(pred, readout(batch["x"], correlation(batch["x"])))
+    assert aux["direct"].shape == (4, 1) and not torch.allclose(aux["direct"], pred)
+    supervised.log = lambda *args, **kw: None
+    supervised.training_step(batch, 0).backward()
+    ssm_grad = supervised.model.ssm[0].in_proj.weight.grad
+    assert ssm_grad is not None and ssm_grad.abs().sum() > 0  # the zero head alone would give 0 here

@@ -13,16 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainlit.data.simulate import (
-    Atlas,
-    GenerativeModel,
-    SimulatedCohort,
-    _save_nifti,
-    _write_images,
-    make_atlas,
-    simulate_roi_timeseries,
-    write_atlas,
-)
+from brainlit.data.simulate.atlas import Atlas, make_atlas
+from brainlit.data.simulate.bold import SimulatedCohort, simulate_roi_timeseries
+from brainlit.data.simulate.images import save_nifti, write_atlas, write_images
+from brainlit.data.simulate.model import GenerativeModel
 
 CAMCAN_BAD_SCORES = ("n/a", "", "absent")  # Cattell TotalScore of tree subjects 1, 2, 3
 CONFOUND_MOTION = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
@@ -80,12 +74,12 @@ def _write_camcan_derivatives(out: Path, ccids, cohort: SimulatedCohort, atlas: 
     root = out / "derivatives" / "fmriprep"
     stems = [root / f"sub-{c}/func/sub-{c}_task-Rest_space-MNI152NLin2009cAsym" for c in ccids]
     paths = [Path(f"{stem}_desc-preproc_bold.nii.gz") for stem in stems]
-    global_signals = _write_images(cohort, paths, atlas, seed, model, n_jobs, progress, artefacts)
+    global_signals = write_images(cohort, paths, atlas, seed, model, n_jobs, progress, artefacts)
     for i, stem in enumerate(stems):
         table = _confounds(motion[i], cohort.physio[i], global_signals[i], rngs[i])
         table.to_csv(f"{stem}_desc-confounds_timeseries.tsv", sep="\t", index=False, na_rep="n/a")
         mask = (atlas.labels > 0).astype(np.uint8)
-        _save_nifti(mask, atlas.affine, Path(f"{stem}_desc-brain_mask.nii.gz"))
+        save_nifti(mask, atlas.affine, Path(f"{stem}_desc-brain_mask.nii.gz"))
     (root / "dataset_description.json").write_text(json.dumps(
         {"Name": "fMRIPrep (simulated)", "BIDSVersion": "1.4.0", "DatasetType": "derivative"}))
     return paths
