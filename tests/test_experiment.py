@@ -26,9 +26,10 @@ def test_quick_reproduction_writes_results_for_all_models_and_targets(tiny_camca
     results = pd.read_csv(out / "results.csv")
     assert list(results.columns) == COLUMNS
     assert set(results["target"]) == {"age", "fluid_intelligence"}
-    models = {"brainlit", "tangent_ridge", "kernel_ridge_fc", "mean", "classical ensemble", "brainlit + classical"}
+    models = {"brainlit", "tangent_ridge", "kernel_ridge_fc", "dfc_ridge", "mean", "classical ensemble",
+              "brainlit + classical"}
     assert set(results["model"]) == models
-    assert len(results) == 2 * 6 * 2  # targets x models x folds
+    assert len(results) == 2 * 7 * 2  # targets x models x folds
     assert np.isfinite(results["mae"]).all()
     learned = results[results["model"] != "mean"]
     assert np.isfinite(learned["pearson_r"]).all()
