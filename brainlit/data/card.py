@@ -44,10 +44,11 @@ def data_card(datamodule: Any) -> dict[str, Any]:
         ``atlas`` (name, sha256, roi_labels), ``n_rois``, ``t_r``, ``crop_len``, ``window``
         (the time points each training window held: ``crop_len`` or the shortest run),
         ``preprocessing`` (the parcellator's options but the atlas path), ``targets`` and the
-        ``training_cohort``: labelled subjects with imaging and their age range (where known).
+        ``training_cohort``: the subjects the model was fit on (the fold's training and
+        validation subjects) and their age range (where known).
     """
     params = dict(datamodule.parcellator.params)
-    ids, _ = datamodule._kept_subjects()
+    ids = datamodule.fold_subject_ids("train") + datamodule.fold_subject_ids("val")
     phenotypes = datamodule.reader.phenotypes.reindex(ids)
     ages = phenotypes["age"].dropna() if "age" in phenotypes else phenotypes.index[:0]
     return {
