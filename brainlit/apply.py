@@ -68,8 +68,7 @@ class BrainAgeModel:
         ids = [str(i) for i in range(len(runs))] if subject_ids is None else list(subject_ids)
         for sid, run in zip(ids, runs, strict=True):
             self._check_run(sid, np.asarray(run))
-        with torch.no_grad():
-            pred = np.stack([self._predict_run(np.asarray(run, np.float32)) for run in runs])
+        pred = self._predict_runs([np.asarray(run, np.float32) for run in runs])
         frame = pd.DataFrame({"subject_id": ids})
         for j, target in enumerate(self.targets):
             frame[f"{target}_pred"] = pred[:, j]
@@ -90,12 +89,21 @@ class BrainAgeModel:
                 f"subject {subject_id}: its run has {run.shape[0]} time points, the model needs at least "
                 f"{self.min_timepoints} (its training window, at TR {self.card['data']['t_r']} s).")
 
-    def _predict_run(self, run: np.ndarray) -> np.ndarray:
-        """Members' mean prediction ``[n_targets]`` for one run ``[T, R]``."""
-        x = torch.from_numpy(run.T.copy())[None]  # [1, R, T]
-        preds = [task.to_original_units(task.predict_windows(x, task.run_readout(x))["pred"])[0]
-                 for task in self.tasks]
-        return torch.stack(preds).mean(0).numpy()
+    @torch.no_grad()
+    def _predict_runs(self, runs: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Members' mean predictions ``[N, n_targets]`` of runs ``[T, R]``, batched by length."""
+        pred = np.zeros((len(runs), len(self.targets)), np.float32)
+        by_length: dict[int, list[int]] = {}
+        for i, run in enumerate(runs):
+            by_length.setdefault(run.shape[0], []).append(i)
+        for rows in by_length.values():
+            for start in range(0, len(rows), batch_size):
+                batch = rows[start : start + batch_size]
+                x = torch.from_numpy(np.stack([runs[i].T for i in batch]))  # [B, R, T]
+                members = [task.to_original_units(task.predict_windows(x, task.run_readout(x))["pred"])
+                           for task in self.tasks]
+                pred[batch] = torch.stack(members).mean(0).numpy()
+        return pred
 
     def _with_gap(self, frame: pd.DataFrame, age: pd.Series) -> pd.DataFrame:
         frame = frame.assign(age_true=age.to_numpy(), brain_age_gap=frame["age_pred"] - age.to_numpy())
