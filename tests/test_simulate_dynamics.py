@@ -51,7 +51,8 @@ def test_dwell_times_slow_with_age_and_quicken_with_integrity():
     log_dwell = cohort.latents["dynamics_log_mean_dwell"]
     assert log_dwell.corr(cohort.phenotypes["age"]) > 0.4
     assert log_dwell.corr(cohort.latents["integrity"]) < -0.2
-    assert np.exp(log_dwell).between(8.0, 150.0).all()  # slower than the HRF, faster than the run
+    low, high = np.exp(log_dwell).quantile([0.05, 0.95])
+    assert 5.0 < low < 15.0 and 60.0 < high < 150.0  # slower than the HRF, faster than the run
     assert (cohort.latents["state_switches"] > 0).mean() > 0.9
 
 
