@@ -69,6 +69,7 @@ BENCH_CACHE ?= runs/demo/cache.h5
 bench: install  ## speed and memory tables, and what dynamics add to FC, in benchmarks/results/ (never part of the tests)
 	$(PY) benchmarks/bench_models.py $(if $(QUICK),--quick)
 	$(PY) benchmarks/bench_cache.py $(if $(QUICK),--subjects 2 --jobs 1)
+	$(PY) benchmarks/dynamics_probe.py $(if $(QUICK),--subjects 30 --volumes 150)
 	@if [ -f $(BENCH_CACHE) ]; then $(PY) benchmarks/beyond_fc.py $(BENCH_CACHE) $(if $(QUICK),--repeats 1); \
 	else echo "beyond_fc: no $(BENCH_CACHE); run make demo first or pass BENCH_CACHE=FILE"; fi
 
