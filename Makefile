@@ -19,6 +19,8 @@ DEMO_ENSEMBLE ?= 2
 DEMO_REPEATS ?= 2
 DYN_DIR ?= data/demo-dynamics
 DYN_VOLUMES ?= 300
+DYN_REPEATS ?= 1
+DYN_ENSEMBLE ?= 1
 # gpu-check runs on a GPU machine's own python3 (no venv, no internet); DRY_RUN=1 rehearses here.
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 DRY_RUN ?=
@@ -51,7 +53,7 @@ demo: install  ## simulate the embedded cohort, run the whole pipeline, print th
 demo-dynamics: install  ## the positive control: a cohort whose age and cognition also live in FC dynamics
 	$(PY) -m brainlit.data.simulate $(DYN_DIR) --dynamics switching --n-volumes $(DYN_VOLUMES)
 	$(PY) -m brainlit experiment --root $(DYN_DIR) --atlas $(DYN_DIR)/atlas.nii.gz \
-		--configs configs/demo --out runs/demo-dynamics --ensemble $(DEMO_ENSEMBLE) --repeats $(DEMO_REPEATS)
+		--configs configs/demo --out runs/demo-dynamics --ensemble $(DYN_ENSEMBLE) --repeats $(DYN_REPEATS)
 
 test: install  ## fast test suite (slow and gpu tests skipped)
 	$(PY) -m pytest -q
@@ -67,6 +69,7 @@ BENCH_CACHE ?= runs/demo/cache.h5
 bench: install  ## speed and memory tables, and what dynamics add to FC, in benchmarks/results/ (never part of the tests)
 	$(PY) benchmarks/bench_models.py $(if $(QUICK),--quick)
 	$(PY) benchmarks/bench_cache.py $(if $(QUICK),--subjects 2 --jobs 1)
+	$(PY) benchmarks/dynamics_probe.py $(if $(QUICK),--subjects 30 --volumes 150)
 	@if [ -f $(BENCH_CACHE) ]; then $(PY) benchmarks/beyond_fc.py $(BENCH_CACHE) $(if $(QUICK),--repeats 1); \
 	else echo "beyond_fc: no $(BENCH_CACHE); run make demo first or pass BENCH_CACHE=FILE"; fi
 

@@ -85,3 +85,12 @@ def test_a_failing_case_is_a_row_not_a_crash(one_thread):
         torch.device("cpu"),
     )  # 512 patches > max_patches 128
     assert row["status"] == "error" and row["note"]
+
+
+def test_the_dynamics_probe_table_has_a_row_per_scan_length_and_dwell_draw():
+    import dynamics_probe
+
+    row = dynamics_probe.probe_row(n_volumes=40, n_subjects=6, drawn=False, seed=0)
+    assert row["n_volumes"] == 40 and row["dwell"].startswith("log-uniform")
+    assert -1.0 <= row["spearman_r"] <= 1.0 and -1.0 <= row["partial_r_age"] <= 1.0
+    assert dynamics_probe.probe_row(n_volumes=40, n_subjects=6, drawn=True, seed=0)["dwell"].startswith("model")

@@ -67,9 +67,9 @@ class GenerativeModel:
     dynamics: Literal["none", "switching"] = "none"
     state_contrast: float = 0.9
     dwell_s: float = 30.0
-    dwell_age_slope: float = 0.8
-    dwell_integrity_effect: float = -0.2
-    dwell_sd: float = 0.2
+    dwell_age_slope: float = 1.6
+    dwell_integrity_effect: float = -0.35
+    dwell_sd: float = 0.4
 
     def __post_init__(self) -> None:
         if self.dynamics not in ("none", "switching"):
