@@ -1,3 +1,10 @@
 """brainlit: brain age and cognition from resting-state fMRI on PyTorch Lightning."""
 
 __version__ = "0.1.0"
+
+
+def load_model(path: str):  # noqa: ANN201 - imported late so `import brainlit` stays light
+    """Load a model folder (see :func:`brainlit.apply.load_model`)."""
+    from brainlit.apply import load_model as load
+
+    return load(path)

@@ -1,5 +1,7 @@
-"""``python -m brainlit [--verbose] COMMAND``: ``cache``, ``experiment``, ``export-encoder``;
-everything else is LightningCLI (``fit``, ``validate``, ``test``, ``predict``).
+"""``python -m brainlit [--verbose] COMMAND``: the one front door to every brainlit command.
+
+``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI; the others are brainlit's own
+(see :data:`COMMANDS`). ``python -m brainlit`` alone, or with ``--help``, lists them.
 
 An error the user can act on (:class:`~brainlit.errors.BrainlitError`: bad data, a missing
 or unsafe checkpoint, an output that cannot be written) is printed as ``error: <message>``
@@ -11,41 +13,76 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
-from jsonargparse import ArgumentParser
 
-from brainlit.cli import BrainlitCLI, cache_command
 from brainlit.errors import BrainlitError
-from brainlit.experiment import experiment_main
-from brainlit.tasks.checkpoints import export_encoder
 
 log = logging.getLogger("brainlit")
 
+# command -> one line of help; the order is the order of a session: train, apply, utilities
+COMMANDS = {
+    "fit": "train a model from a config (LightningCLI; --help lists every option)",
+    "validate": "score a checkpoint on the validation subjects",
+    "test": "score a checkpoint on the test fold",
+    "predict": "write predictions.csv for every subject with imaging, labelled or not",
+    "cache": "parcellate a cohort once into the HDF5 cache and print a summary",
+    "experiment": "cache, pretrain, cross-validate, baselines, report and the final model folder",
+    "export": "checkpoints -> a model folder (fine-tuned) or encoder .safetensors (LMAE)",
+    "apply": "predict a new cohort with a model folder: predictions and brain-age gap",
+    "simulate": "write a simulated cohort (BIDS or Cam-CAN-shaped) with known ground truth",
+}
+LIGHTNING = ("fit", "validate", "test", "predict")
 
-def export_encoder_command(argv: list[str]) -> None:
-    """``python -m brainlit export-encoder CKPT OUT.safetensors``: share an encoder safely.
 
-    Writes the encoder weights of an LMAE pretraining checkpoint with its architecture as JSON
-    metadata; ``model.pretrained`` loads the file like the checkpoint, without unpickling.
-    """
-    parser = ArgumentParser(prog="python -m brainlit export-encoder", description=export_encoder_command.__doc__)
-    parser.add_argument("checkpoint", type=str, help="LMAE pretraining checkpoint (.ckpt)")
-    parser.add_argument("out", type=str, help="output file (.safetensors)")
-    args = parser.parse_args(argv)
-    print(f"Encoder written to {export_encoder(args.checkpoint, args.out)}")
+def program_name() -> str:
+    """``brainlit`` when run as the installed script, else ``python -m brainlit``."""
+    return "brainlit" if Path(sys.argv[0]).name == "brainlit" else "python -m brainlit"
+
+
+def usage() -> str:
+    """The command list a bare ``python -m brainlit`` and ``--help`` print."""
+    width, prog = max(map(len, COMMANDS)), program_name()
+    lines = [f"usage: {prog} [--verbose] COMMAND [OPTIONS]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+    lines += ["", f"`{prog} COMMAND --help` shows a command's options; --verbose prints tracebacks."]
+    return "\n".join(lines)
+
+
+def _handler(command: str) -> Callable[[list[str]], None]:
+    """The function that runs ``command`` (imported late: ``--help`` stays fast)."""
+    prog = program_name()
+    if command in LIGHTNING:
+        from brainlit.cli import BrainlitCLI
+
+        return lambda argv: BrainlitCLI(args=[command, *argv], parser_kwargs={"prog": prog})
+    if command == "cache":
+        from brainlit.cli import cache_command as run
+    elif command == "experiment":
+        from brainlit.experiment import experiment_main as run
+    elif command == "export":
+        from brainlit.model_folder import export_command as run
+    elif command == "apply":
+        from brainlit.apply import apply_command as run
+    else:
+        from brainlit.data.simulate.cli import main as simulate
+
+        return lambda argv: simulate(argv, prog=f"{prog} simulate")
+    return run
 
 
 def _dispatch(argv: list[str]) -> None:
     command = argv[0] if argv else None
-    if command == "cache":
-        cache_command(argv[1:])
-    elif command == "experiment":
-        experiment_main(argv[1:])
-    elif command == "export-encoder":
-        export_encoder_command(argv[1:])
-    else:
-        BrainlitCLI(args=argv)
+    if command in (None, "-h", "--help"):
+        print(usage())
+        return
+    if command not in COMMANDS:
+        print(usage(), file=sys.stderr)
+        print(f"error: unknown command {command!r}: choose one of {', '.join(COMMANDS)}.", file=sys.stderr)
+        sys.exit(2)
+    _handler(command)(argv[1:])
 
 
 def main(argv: list[str] | None = None) -> None:

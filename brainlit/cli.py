@@ -9,9 +9,13 @@ from typing import Any
 
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from brainlit.data.datamodule import FMRIDataModule
+from brainlit.logs import quiet_lightning_tips
+from brainlit.progress import EpochLines, wants_plain_lines
 from brainlit.tasks import BrainTask
 
 log = logging.getLogger(__name__)
@@ -28,12 +32,17 @@ class BrainlitCLI(LightningCLI):
     """LightningCLI over :class:`FMRIDataModule` and any :class:`BrainTask`.
 
     Sizes the data knows (``n_rois``, the TR, ``crop_len``, target names) are linked into the
-    model, so a config never states them twice.
+    model, so a config never states them twice. Logs are for people: TensorBoard gets no
+    placeholder ``hp_metric`` of -1 (the task logs its best validation MAE instead), a log
+    file gets one line per epoch instead of a progress bar, and Lightning's tips for its
+    cloud services are left out.
     """
 
-    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+    def __init__(self, args: list[str] | None = None, run: bool = True,
+                 parser_kwargs: dict[str, Any] | None = None) -> None:
         # the entry point hands over its own argument list; Lightning's warning is for scripts
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        quiet_lightning_tips()
         super().__init__(
             BrainTask,
             FMRIDataModule,
@@ -42,6 +51,7 @@ class BrainlitCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},
             args=args,
             run=run,
+            parser_kwargs=parser_kwargs or {},
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -52,12 +62,26 @@ class BrainlitCLI(LightningCLI):
         parser.link_arguments("data.targets", "model.init_args.target_names", apply_on="parse")
 
     def before_instantiate_classes(self) -> None:
-        """Fall back from bf16 to fp16 mixed precision on GPUs without bf16 support."""
+        """No placeholder ``hp_metric``; fp16 instead of bf16 on GPUs without bf16 support."""
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        loggers = config.trainer.get("logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            if str(getattr(logger, "class_path", "")).endswith("TensorBoardLogger"):
+                # Lightning writes hp_metric = -1 at the start of every run: the first card a user sees
+                logger.init_args.default_hp_metric = False
         precision = str(config.trainer.get("precision"))
         if precision.startswith("bf16") and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
             log.warning("This GPU has no bf16: using 16-mixed instead of %s.", precision)
             config.trainer.precision = "16-mixed"
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        """The trainer, with :class:`EpochLines` instead of a progress bar in a log file."""
+        listed = config.get("callbacks") or []
+        listed = listed if isinstance(listed, list) else [listed]
+        has_bar = any(isinstance(c, ProgressBar) for c in [*listed, *callbacks])
+        if wants_plain_lines() and config.get("enable_progress_bar", True) is not False and not has_bar:
+            callbacks = [*callbacks, EpochLines()]
+        return super()._instantiate_trainer(config, callbacks)
 
 
 def data_parser(prog: str, description: str | None = None) -> ArgumentParser:

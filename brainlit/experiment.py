@@ -6,7 +6,9 @@ the pretrained encoder and predict the test subjects -> tangent ridge, kernel ri
 the mean predictor on the identical folds (and brainlit's closed-form read-out alone, where it
 has one, as ``brainlit read-out``) -> their averages (:mod:`brainlit.ensembles`) ->
 every model scored the same way from its predictions -> ``predictions.csv``, ``results.csv``
-and ``results.md`` beside the paper's numbers. Each finished step is saved atomically and found on disk by a re-run.
+and ``results.md`` beside the paper's numbers -> the final model, fit on every labelled subject,
+as a model folder (:mod:`brainlit.final_model`). Each finished step is saved atomically and found
+on disk by a re-run.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from jsonargparse import ArgumentParser
 
 from brainlit.baselines import predict_baselines
 from brainlit.cli import BrainlitCLI, datamodule_from_args
+from brainlit.config_check import check_config, data_options
 from brainlit.data.cache import CacheReader
 from brainlit.data.simulate.cohort import LATENTS
 from brainlit.ensembles import add_ensembles
-from brainlit.errors import BrainlitOutputError
+from brainlit.errors import BrainlitConfigError, BrainlitOutputError
+from brainlit.final_model import write_final_models
 from brainlit.metrics import score_predictions
 from brainlit.report import READOUT, format_table, to_markdown
 from brainlit.tasks.pretrain import format_diagnostics
@@ -104,6 +108,11 @@ class Experiment:
             ``brainlit (no pretraining)``).
         ensemble: Models fine-tuned per fold, each from its own seed; their predictions are
             averaged (seed ensembling: it cuts the variance small training sets leave).
+        data_options: Datamodule options for every config, as on the command line
+            (``["--data.layout", "arrays"]``); ``experiment --data.layout arrays`` fills it.
+        final_model: After the folds, fit each fine-tuning config (``ensemble`` members) on
+            every labelled subject and write it as a model folder, ``<out>/model`` (see
+            :mod:`brainlit.final_model`), for ``python -m brainlit apply``.
     """
 
     def __init__(
@@ -118,6 +127,8 @@ class Experiment:
         pretrain: Literal["cohort", "per_fold"] = "cohort",
         pretrain_ablation: bool = False,
         ensemble: int = 1,
+        data_options: list[str] | None = None,
+        final_model: bool = True,
     ) -> None:
         if repeats < 1 or ensemble < 1 or pretrain not in ("cohort", "per_fold"):
             raise ValueError("need repeats >= 1, ensemble >= 1 and pretrain in {cohort, per_fold}.")
@@ -126,8 +137,9 @@ class Experiment:
         self.data_args = ["--data.root", root, "--data.cache_path", str(self.out / "cache.h5")]
         if atlas:
             self.data_args += ["--data.atlas", atlas]
+        self.data_args += list(data_options or [])
         self.n_folds, self.quick, self.repeats, self.pretrain_mode = n_folds, quick, repeats, pretrain
-        self.ensemble = ensemble
+        self.ensemble, self.final_model = ensemble, final_model
         self.variants = tuple(VARIANTS) if pretrain_ablation else ("local",)
 
     # ------------------------------------------------------------------ helpers
@@ -157,6 +169,16 @@ class Experiment:
 
     def _fold_dir(self, config: Path, repeat: int, fold: int) -> Path:
         return self.out / config.stem / f"repeat{repeat}" / f"fold{fold}"
+
+    def check_configs(self) -> None:
+        """Parse every config with the overlays and data options and build its classes, before
+        any work: a rejected option is one error naming the file (:mod:`brainlit.config_check`)."""
+        finetune = sorted(self.configs.glob("finetune*.yaml"))
+        if not finetune:
+            raise BrainlitConfigError(f"no finetune*.yaml in {self.configs}: set --configs to a config folder.")
+        pretrain = [self.configs / "pretrain.yaml"] if set(self.variants) - {"none"} else []
+        for config in pretrain + finetune:
+            check_config(config, [*self._overlay(config), *self.data_args])
 
     # ------------------------------------------------------------------ steps
     def fold_splits(self, config: Path, repeat: int, fold: int) -> Path:
@@ -266,6 +288,7 @@ class Experiment:
     def run(self) -> pd.DataFrame:
         """Every step, skipping what is already on disk; writes and returns the fold scores."""
         start = time.perf_counter()
+        self.check_configs()
         frames = []
         for repeat in range(self.repeats):
             for config in sorted(self.configs.glob("finetune*.yaml")):
@@ -280,6 +303,9 @@ class Experiment:
         predictions = add_ensembles(self._with_age(pd.concat(frames, ignore_index=True)))
         results = score_predictions(predictions)
         self.write(results, predictions)
+        if self.final_model:
+            for folder in write_final_models(self, results, predictions):
+                print(f"Model folder: {folder}  (python -m brainlit apply --model {folder} --root NEW --out FILE.csv)")
         log.info("Experiment finished in %.1f min", (time.perf_counter() - start) / 60)
         return results
 
@@ -343,6 +369,8 @@ def _prediction_frame(batches: list[dict], target_names: list[str]) -> pd.DataFr
 
 def experiment_main(argv: list[str]) -> None:
     """Parse ``python -m brainlit experiment`` arguments and run it."""
-    parser = ArgumentParser(prog="python -m brainlit experiment", description=__doc__)
-    parser.add_class_arguments(Experiment)
-    Experiment(**parser.parse_args(argv).as_dict()).run()
+    description = f"{__doc__}\nAny --data.* option (`python -m brainlit cache --help`) applies to every config."
+    parser = ArgumentParser(prog="python -m brainlit experiment", description=description)
+    parser.add_class_arguments(Experiment, skip={"data_options"})
+    argv, data = data_options(argv)
+    Experiment(**parser.parse_args(argv).as_dict(), data_options=data).run()

@@ -175,3 +175,30 @@ def test_fit_does_not_warn_about_args_and_sys_argv(tiny_bids, tmp_path, monkeypa
     messages = [str(w.message) for w in caught]
     assert messages  # warnings were recorded (e.g. about the tiny fold), just not this one
     assert not [m for m in messages if "args" in m and "sys.argv" in m], messages
+
+
+def test_predict_keeps_subjects_without_targets_and_trains_on_labelled_ones_only(tiny_bids, tmp_path):
+    table = pd.read_csv(tiny_bids / "participants.tsv", sep="\t")
+    table.loc[table.participant_id == "sub-0001", "age"] = np.nan  # no age
+    table.loc[table.participant_id == "sub-0002", "fluid_intelligence"] = np.nan  # no score
+    table.loc[table.participant_id == "sub-0003", ["age", "fluid_intelligence"]] = np.nan  # neither
+    phenotypes = tmp_path / "participants.tsv"
+    table.to_csv(phenotypes, sep="\t", index=False)
+    both = ["--data.targets", "[age, fluid_intelligence]", "--data.phenotypes_path", str(phenotypes)]
+    fit = run_cli("finetune_age.yaml", tiny_bids, tmp_path, *both, "--trainer.max_epochs", "1",
+                  "--trainer.limit_train_batches", "2")
+    unlabelled = {"sub-0001", "sub-0002", "sub-0003"}
+    assert not unlabelled & set(fit.datamodule.split_table()["subject_id"])  # never trained or scored on
+    run_cli("finetune_age.yaml", tiny_bids, tmp_path, *both, "--ckpt_path",
+            fit.trainer.checkpoint_callback.last_model_path, subcommand="predict")
+    [path] = (tmp_path / "runs").rglob("predictions.csv")
+    table = pd.read_csv(path).set_index("subject_id")
+    assert len(table) == 20  # every subject with imaging
+    assert table[["age_pred", "fluid_intelligence_pred"]].notna().all().all()
+    assert table.loc[sorted(unlabelled), "split"].eq("unlabelled").all()
+    assert table.loc["sub-0001", "age_true"] != table.loc["sub-0001", "age_true"]  # NaN: no age known
+    assert table.loc["sub-0001", "fluid_intelligence_true"] == pd.read_csv(phenotypes, sep="\t").set_index(
+        "participant_id").loc["sub-0001", "fluid_intelligence"]
+    assert np.isnan(table.loc["sub-0002", "fluid_intelligence_true"]) and table.loc["sub-0002", "age_true"] > 0
+    assert table.loc["sub-0003", ["age_true", "fluid_intelligence_true", "brain_age_gap"]].isna().all()
+    assert table.drop(sorted(unlabelled))[["age_true", "fluid_intelligence_true"]].notna().all().all()

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from brainlit.data.arrays import ArrayLayout
 from brainlit.data.cache import CacheReader, CacheReport, build_cache
+from brainlit.data.card import data_card
 from brainlit.data.parallel import Backend
 from brainlit.data.parcellate import Confounds, Parcellator
 from brainlit.data.sources import Layout, discover_subjects, load_phenotypes
@@ -75,7 +76,9 @@ class FMRIDataModule(L.LightningDataModule):
         min_timepoints: Shorter runs are rejected.
         on_error: ``skip`` lists bad subjects in ``<cache>.skipped.tsv``; ``raise`` stops.
         n_jobs: Worker processes for parcellation.
-        targets: Phenotypes to regress; subjects missing any are dropped. ``[]`` for pretraining.
+        targets: Phenotypes to regress. Training, validation and test use the subjects with a
+            value of every one; ``predict`` (``predict_split: all``) also predicts the others,
+            every target, with no ``*_true`` where the value is missing. ``[]`` for pretraining.
         n_folds: Cross-validation folds; 1 means no test set (pretraining on every subject).
         fold: Which fold is the test set.
         val_fraction: Share of the training subjects held out for validation.
@@ -83,7 +86,8 @@ class FMRIDataModule(L.LightningDataModule):
         crop_len: Training window in time points; evaluation covers whole runs.
         batch_size: Subjects per batch.
         num_workers: DataLoader worker processes.
-        predict_split: Subjects ``predict`` runs on: the test fold or all of them.
+        predict_split: Subjects ``predict`` runs on: the test fold, or every subject with
+            imaging (``all``), labelled or not.
         crops_per_subject: Random windows drawn from each training subject per epoch. Small
             cohorts give few optimiser steps per epoch; more windows per epoch give the
             schedule more steps without more validation passes.
@@ -156,6 +160,8 @@ class FMRIDataModule(L.LightningDataModule):
         self.reader = CacheReader(self.cache_path)
         self._prepared = False
         self._kept: tuple[list[str], pd.DataFrame] | None = None
+        self.unlabelled: list[str] = []  # imaging without every target: predicted, never fit
+        self._card: dict | None = None
         self.splits: dict[str, list[str]] | None = None
         self.target_mean: np.ndarray | None = None
         self.target_std: np.ndarray | None = None
@@ -188,7 +194,7 @@ class FMRIDataModule(L.LightningDataModule):
         if self.parcellator.t_r:
             return float(self.parcellator.t_r)
         reader = self._ensure_cache()
-        t_r = reader.h5["subjects"][reader.subject_ids[0]]["timeseries"].attrs.get("t_r")
+        t_r = reader.h5["subjects"][reader.subject_ids[0]].attrs.get("t_r")  # set per subject group
         return float(t_r) if t_r is not None and t_r == t_r else None
 
     @property
@@ -206,6 +212,13 @@ class FMRIDataModule(L.LightningDataModule):
         """Common run length used for evaluation: the shortest kept run."""
         ids = self._kept_subjects()[0]
         return min(self.reader.n_timepoints(s) for s in ids)
+
+    def data_card(self) -> dict:
+        """Atlas, TR, cleaning and training cohort as JSON values (see :mod:`brainlit.data.card`);
+        computed once, then stored in every checkpoint of a model trained on this data."""
+        if self._card is None:
+            self._card = data_card(self)
+        return self._card
 
     # ---------------------------------------------------------------- splits
     def _kept_subjects(self) -> tuple[list[str], pd.DataFrame]:
@@ -227,10 +240,11 @@ class FMRIDataModule(L.LightningDataModule):
                        f"tables of {self.phenotypes_path or self.root}: {', '.join(dropped)}")
             if self.on_error == "raise":
                 raise BrainlitDataError(f"{message}; add their values or set data.on_error: skip.")
-            log.warning("Dropping %s", message)
+            log.warning("Dropping from training and evaluation (predict still predicts them) %s", message)
             reason = f"no value of {', '.join(self.targets)} in the phenotype tables"
             self.dropped = pd.DataFrame({"subject_id": dropped, "reason": reason})
         kept = [s for s in ids if complete[s]]
+        self.unlabelled, self._all_targets = dropped, table[self.targets]
         if len(kept) < 3:
             raise BrainlitDataError(f"only {len(kept)} subjects with imaging and {self.targets} in {self.cache_path}.")
         return kept, table.loc[kept, self.targets]
@@ -280,7 +294,8 @@ class FMRIDataModule(L.LightningDataModule):
         self.target_mean = train_y.mean(0).astype(np.float32) if self.targets else np.zeros(0, np.float32)
         std = train_y.std(0) if self.targets else np.ones(0)
         self.target_std = np.where(std > 0, std, 1.0).astype(np.float32)
-        self._y = ((y - self.target_mean) / self.target_std).astype(np.float32)
+        # every subject with imaging, NaN where a target is missing (predict only)
+        self._y = ((self._all_targets - self.target_mean) / self.target_std).astype(np.float32)
         log.info("Fold %d/%d: %d train, %d val, %d test subjects", self.fold, self.n_folds,
                  len(train), len(val), len(test))
 
@@ -306,12 +321,12 @@ class FMRIDataModule(L.LightningDataModule):
         return pd.DataFrame(rows, columns=["subject_id", "split"]).assign(fold=self.fold)
 
     # ---------------------------------------------------------------- loaders
-    def _loader(self, ids: list[str], train: bool) -> DataLoader:
+    def _loader(self, ids: list[str], train: bool, n_timepoints: int | None = None) -> DataLoader:
         if not ids:
             raise BrainlitDataError("this split is empty: with data.n_folds 1 there is no test set.")
         targets = self._y.loc[ids].to_numpy(np.float32) if self.targets else np.zeros((len(ids), 0), np.float32)
         crop, repeats = (self.crop_len, self.crops_per_subject) if train else (None, 1)
-        dataset = SubjectDataset(self.reader, ids, targets, self.n_timepoints, crop, repeats)
+        dataset = SubjectDataset(self.reader, ids, targets, n_timepoints or self.n_timepoints, crop, repeats)
         # Under DDP each rank sees ceil(n / world_size) samples (the sampler pads): dropping the
         # last partial batch is safe only while every rank still keeps a full one.
         world_size = self.trainer.world_size if self.trainer is not None else 1
@@ -332,6 +347,14 @@ class FMRIDataModule(L.LightningDataModule):
         return self._loader(self.fold_subject_ids("test"), train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        """Whole runs of the test fold, or of every subject (``predict_split: all``)."""
+        """Whole runs of the test fold, or of every subject with imaging (``predict_split: all``).
+
+        Subjects without every target are predicted too; a run of theirs shorter than the
+        labelled subjects' common length shortens the predicted length for all.
+        """
         splits = ("test",) if self.predict_split == "test" else ("train", "val", "test")
-        return self._loader([s for sp in splits for s in self.fold_subject_ids(sp)], train=False)
+        ids = [s for sp in splits for s in self.fold_subject_ids(sp)]
+        if self.predict_split == "all" and self.unlabelled:
+            ids += self.unlabelled
+        length = min([self.n_timepoints, *(self.reader.n_timepoints(s) for s in ids)])
+        return self._loader(ids, train=False, n_timepoints=length)

@@ -3,7 +3,7 @@
 Sharing a pretrained encoder must not mean running someone else's code. Lightning checkpoints
 (``.ckpt``) are read with ``torch.load(..., weights_only=True)``, which refuses any pickled
 object other than tensors and plain values before building it; an encoder exported with
-``python -m brainlit export-encoder`` (``.safetensors``) holds only tensors and its
+``python -m brainlit export`` (``.safetensors``) holds only tensors and its
 :class:`~brainlit.tasks.specs.EncoderSpec` as JSON metadata.
 """
 
@@ -28,7 +28,7 @@ ENCODER_FORMAT = "brainlit-encoder"
 PRETRAINER = "LMAEPretrainer"
 WHAT_TO_PASS = (
     "model.pretrained takes the checkpoint of `python -m brainlit fit --config "
-    "configs/.../pretrain.yaml` or an encoder exported from it with `python -m brainlit export-encoder`."
+    "configs/.../pretrain.yaml` or an encoder exported from it with `python -m brainlit export`."
 )
 
 
@@ -52,10 +52,10 @@ def load_encoder(path: str | Path) -> tuple[EncoderSpec, dict[str, torch.Tensor]
         )
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
-    return _encoder_of(path, _read_checkpoint(path))
+    return _encoder_of(path, read_checkpoint(path))
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: Path) -> dict[str, Any]:
     """A Lightning checkpoint as plain data (tensors, numbers, strings, containers) only."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -65,7 +65,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
             raise BrainlitCheckpointError(
                 f"refused to load {path}: it carries a pickled Python object ({reason}) that could "
                 "run code when loaded; nothing of it was run. Load only checkpoints you made, or "
-                "share encoders as .safetensors (`python -m brainlit export-encoder`)."
+                "share encoders as .safetensors (`python -m brainlit export`)."
             ) from None
         raise _unreadable(path, reason) from None
     except Exception as error:  # torch raises many kinds for truncated or foreign files
@@ -77,7 +77,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 
 def _encoder_of(path: Path, ckpt: dict[str, Any]) -> tuple[EncoderSpec, dict[str, torch.Tensor]]:
     hparams = ckpt.get("hyper_parameters") or {}
-    kind = _task_name(hparams)
+    kind = task_name(hparams)
     if kind != PRETRAINER:
         raise BrainlitCheckpointError(
             f"{path} is {'a ' + kind if kind else 'not a brainlit'} checkpoint, not an "
@@ -93,7 +93,7 @@ def _encoder_of(path: Path, ckpt: dict[str, Any]) -> tuple[EncoderSpec, dict[str
     return spec, weights
 
 
-def _task_name(hparams: dict[str, Any]) -> str | None:
+def task_name(hparams: dict[str, Any]) -> str | None:
     """The task class a checkpoint's hyperparameters came from (LightningCLI stores its path)."""
     if "_class_path" in hparams:
         return str(hparams["_class_path"]).rsplit(".", 1)[-1]

@@ -26,18 +26,37 @@ def bias_corrected_gap(frame: pd.DataFrame, fit_rows: pd.Series) -> pd.DataFrame
     """
     out = frame.copy()
     out["brain_age_gap"] = out["age_pred"] - out["age_true"]
-    fit = out[fit_rows & out["age_true"].notna()]
-    if len(fit) < 2:
+    fit = out[fit_rows]
+    correction = fit_gap_correction(fit["age_true"], fit["age_pred"])
+    if correction is None:
         log.warning("Fewer than 2 training subjects with age: brain-age gap left uncorrected.")
         out["brain_age_gap_corrected"] = out["brain_age_gap"]
         return out
-    slope, intercept = np.polyfit(fit["age_true"], fit["brain_age_gap"], deg=1)
-    out["brain_age_gap_corrected"] = out["brain_age_gap"] - (slope * out["age_true"] + intercept)
+    out["brain_age_gap_corrected"] = corrected_gap(out["age_true"], out["age_pred"], *correction)
     return out
+
+
+def fit_gap_correction(age_true: pd.Series, age_pred: pd.Series) -> tuple[float, float] | None:
+    """Least-squares ``gap = slope * age + intercept`` over the rows with both values, or None
+    with fewer than two such rows."""
+    known = age_true.notna() & age_pred.notna()
+    if known.sum() < 2:
+        return None
+    gap = age_pred[known] - age_true[known]
+    slope, intercept = np.polyfit(age_true[known].astype(float), gap.astype(float), deg=1)
+    return float(slope), float(intercept)
+
+
+def corrected_gap(age_true: pd.Series, age_pred: pd.Series, slope: float, intercept: float) -> pd.Series:
+    """The brain-age gap with its age trend (from :func:`fit_gap_correction`) removed."""
+    return (age_pred - age_true) - (slope * age_true + intercept)
 
 
 class PredictionWriter(BasePredictionWriter):
     """Write ``predictions.csv``: subject_id, split and, per target, true and predicted values.
+
+    Every predicted subject gets a row; a target value the subject lacks leaves its ``*_true``
+    cell empty, and subjects left out of training for a missing target have split ``unlabelled``.
 
     For ``age`` it adds ``brain_age_gap`` and ``brain_age_gap_corrected`` (see
     :func:`bias_corrected_gap`). Under DDP each rank writes its part and rank 0 joins them.
@@ -93,4 +112,4 @@ def _add_splits(frame: pd.DataFrame, datamodule: L.LightningDataModule | None) -
     if datamodule is None or not hasattr(datamodule, "split_table"):
         return frame.assign(split="unknown")
     splits = datamodule.split_table()[["subject_id", "split"]]
-    return frame.merge(splits, on="subject_id", how="left")
+    return frame.merge(splits, on="subject_id", how="left").fillna({"split": "unlabelled"})

@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
 from nilearn.connectome import ConnectivityMeasure
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -217,6 +218,7 @@ class RegressionTask(BrainTask):
         self.register_buffer("target_mean", torch.zeros(len(target_names)))
         self.register_buffer("target_std", torch.ones(len(target_names)))
         self.val_metrics, self.test_metrics = StageMetrics(target_names), StageMetrics(target_names)
+        self.best_val_mae: dict[str, float] = {}  # per target, over this fit's epochs
 
     def on_fit_start(self) -> None:
         """Fit the read-out's tangent reference and its ``ridge`` weights before the first step.
@@ -262,6 +264,13 @@ class RegressionTask(BrainTask):
         install(self.model.fc_readout)
         if self.ema is not None:
             install(self.ema.module.fc_readout)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the data card (atlas, TR, cleaning, training cohort) beside the weights, so
+        ``python -m brainlit export`` can build a model folder from the checkpoint alone."""
+        card = getattr(getattr(self.trainer, "datamodule", None), "data_card", None)
+        if card is not None:
+            checkpoint["brainlit_data"] = card()
 
     def setup(self, stage: str) -> None:
         """Take the training fold's target statistics from the datamodule."""
@@ -363,7 +372,10 @@ class RegressionTask(BrainTask):
     def _log_epoch(self, stage: str) -> None:
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         for name in self.hparams.target_names:
-            self.log(f"{stage}/{name}/mae", metrics.mae[name].compute(), sync_dist=False)
+            mae = metrics.mae[name].compute()
+            self.log(f"{stage}/{name}/mae", mae, sync_dist=False)
+            if stage == "val" and not self.trainer.sanity_checking:
+                self.best_val_mae[name] = min(float(mae), self.best_val_mae.get(name, float("inf")))
             self.log(f"{stage}/{name}/pearson", metrics.pearson[name].compute(), sync_dist=False)
         pred, true, experts = metrics.pooled()
         if not self.trainer.sanity_checking:
@@ -371,6 +383,20 @@ class RegressionTask(BrainTask):
             if stage == "test":
                 log_expert_maps(self, experts.mean(0))
         metrics.reset()
+
+    def on_fit_end(self) -> None:
+        """Log the best validation MAE per target as the run's ``hp_metric`` (TensorBoard's
+        HPARAMS card): ``hp_metric`` is the first target's, ``hp_metric/<target>`` each one's."""
+        if not self.best_val_mae:
+            return
+        names = list(self.hparams.target_names)
+        metrics = {"hp_metric": self.best_val_mae[names[0]]}
+        metrics.update({f"hp_metric/{name}": self.best_val_mae[name] for name in names})
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(self.hparams, metrics)
+            else:
+                logger.log_metrics(metrics, step=self.global_step)
 
     def on_validation_epoch_end(self) -> None:
         """Log per-target MAE / r and the predicted-vs-true scatter."""

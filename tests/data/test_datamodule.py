@@ -81,7 +81,7 @@ def test_subjects_missing_a_target_are_dropped_and_named(cohort, caplog, tmp_pat
                     cache_path=str(tmp_path / "c.h5"))
     dm.setup("fit")
     first = table.loc[0, "participant_id"]
-    assert first in caplog.text and "Dropping 1 subject" in caplog.text and "phenotypes.tsv" in caplog.text
+    assert first in caplog.text and "Dropping from training and evaluation (predict still predicts them) 1 subject" in caplog.text and "phenotypes.tsv" in caplog.text
     assert first not in dm.split_table()["subject_id"].tolist()
     strict = datamodule(cohort, targets=["fluid_intelligence"], phenotypes_path=str(path),
                         cache_path=str(tmp_path / "c.h5"), on_error="raise")

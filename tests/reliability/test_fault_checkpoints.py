@@ -61,7 +61,7 @@ def test_exported_encoder_loads_like_its_checkpoint_without_pickle(lmae_ckpt, tm
 
 def test_export_encoder_command(lmae_ckpt, tmp_path, capsys):
     ckpt, _ = lmae_ckpt
-    main(["export-encoder", str(ckpt), str(tmp_path / "enc.safetensors")])
+    main(["export", str(ckpt), str(tmp_path / "enc.safetensors")])
     assert f"Encoder written to {tmp_path / 'enc.safetensors'}" in capsys.readouterr().out
     assert load_encoder(tmp_path / "enc.safetensors")[0] == ENCODER
 

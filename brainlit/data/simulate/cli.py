@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -28,10 +29,10 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"{text} (default: {defaults[name]})")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m brainlit.data.simulate OUT_DIR [--n-subjects N] [--seed S] [--dynamics switching]
+def main(argv: list[str] | None = None, prog: str = "python -m brainlit.data.simulate") -> None:
+    """``python -m brainlit simulate OUT_DIR [--n-subjects N] [--seed S] [--dynamics switching]
     [--camcan]``."""
-    parser = argparse.ArgumentParser(prog="python -m brainlit.data.simulate",
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="Simulated resting-state fMRI cohorts: the embedded "
                                      "demo data, dynamic-FC positive controls and a Cam-CAN-shaped test tree.")
     parser.add_argument("out_dir", type=Path)
@@ -44,16 +45,17 @@ def main(argv: list[str] | None = None) -> None:
     _model_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    progress = sys.stderr.isatty()  # a bar on a terminal; in a log file the summary line only
     model = replace(GenerativeModel(), **{name: getattr(args, name) for name in DYNAMICS_FIELDS})
     if args.camcan:
         path = write_camcan_tree(args.out_dir, args.n_subjects or 12, args.seed, n_volumes=args.n_volumes,
-                                 n_jobs=args.n_jobs, progress=True, model=model)
+                                 n_jobs=args.n_jobs, progress=progress, model=model)
         print(f"Cam-CAN-shaped tree in {path}")
         return
     try:
         summary = simulate_cohort(args.out_dir, args.n_subjects or 200, n_volumes=args.n_volumes,
                                   seed=args.seed, n_jobs=args.n_jobs, overwrite=args.overwrite,
-                                  progress=True, model=model)
+                                  progress=progress, model=model)
     except BrainlitDataError as error:
         parser.error(str(error))
     print(f"{summary.n_subjects} subjects, {summary.n_rois} regions, {summary.n_volumes} volumes "
