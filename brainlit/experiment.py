@@ -290,17 +290,21 @@ class Experiment:
         start = time.perf_counter()
         self.check_configs()
         frames = []
+        configs = sorted(self.configs.glob("finetune*.yaml"))
         for repeat in range(self.repeats):
-            for config in sorted(self.configs.glob("finetune*.yaml")):
+            for config in configs:
+                suffix = config_suffix(config, configs)
                 for fold in range(self._n_folds(config)):
                     self.fold_splits(config, repeat, fold)
                     for variant in self.variants:
                         frame = self.finetune(config, repeat, fold, variant).assign(repeat=repeat)
-                        frames.append(frame.assign(model=VARIANTS[variant]))
+                        frames.append(frame.assign(model=VARIANTS[variant] + suffix))
                         if variant == "local" and "y_readout" in frame:
-                            frames.append(frame.assign(model=READOUT, y_pred=frame["y_readout"]))
+                            frames.append(frame.assign(model=READOUT + suffix, y_pred=frame["y_readout"]))
                 frames.append(self.baselines(config, repeat).assign(repeat=repeat))
-        predictions = add_ensembles(self._with_age(pd.concat(frames, ignore_index=True)))
+        keys = ["model", "target", "repeat", "fold", "subject_id"]  # configs on the same folds share baselines
+        predictions = pd.concat(frames, ignore_index=True).drop_duplicates(keys)
+        predictions = add_ensembles(self._with_age(predictions))
         results = score_predictions(predictions)
         self.write(results, predictions)
         if self.final_model:
@@ -352,6 +356,13 @@ class Experiment:
             for row in skipped.itertuples():
                 print(f"  {row.reason}")
         print(f"\nResults: {self.out / 'results.md'}  TensorBoard: make tensorboard (logs in {self.out})")
+
+
+def config_suffix(config: Path, configs: list[Path]) -> str:
+    """``" (<config stem>)"`` when another fine-tuning config regresses one of the same targets
+    (an ablation folder), so that each config's rows keep a name of their own; else ``""``."""
+    others = {t for c in configs if c != config for t in targets_of(c)}
+    return f" ({config.stem})" if others & set(targets_of(config)) else ""
 
 
 def _prediction_frame(batches: list[dict], target_names: list[str]) -> pd.DataFrame:

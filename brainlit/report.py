@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 from scipy import stats
@@ -106,10 +106,20 @@ def paired_differences(results: pd.DataFrame) -> pd.DataFrame:
         best = str(classical.idxmin())
         for model in sorted({m for m in group.model if m not in (*CLASSICAL, ORACLE)}, key=_model_rank):
             rows.append([target, model, best, *_paired(group, model, best)])
-        if {"brainlit", READOUT} <= set(group.model):
-            rows.append([target, "brainlit", READOUT, *_paired(group, "brainlit", READOUT)])
+        for model, readout in readout_pairs(group.model):
+            rows.append([target, model, readout, *_paired(group, model, readout)])
     columns = ["target", "model", "reference", "n", "diff_mean", "diff_ci_low", "diff_ci_high"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def readout_pairs(models: Iterable[str]) -> list[tuple[str, str]]:
+    """``(brainlit model, its read-out)`` for each brainlit model whose closed-form read-out was
+    scored alone: ``brainlit`` and ``brainlit read-out``, or ``brainlit (cfg)`` and
+    ``brainlit read-out (cfg)`` when an ablation folder holds several configs."""
+    models = set(models)
+    pairs = [(m, READOUT + m[len("brainlit"):]) for m in sorted(models, key=_model_rank)
+             if m.startswith("brainlit") and not m.startswith(READOUT)]
+    return [(m, r) for m, r in pairs if r in models]
 
 
 def _paired(group: pd.DataFrame, model: str, reference: str) -> tuple[int, float, float, float]:
@@ -164,7 +174,7 @@ def _difference_lines(results: pd.DataFrame, target: str) -> list[str]:
     for row in paired_differences(results).query("target == @target").itertuples():
         interval = "" if math.isnan(row.diff_ci_low) else f" [{row.diff_ci_low:+.2f}, {row.diff_ci_high:+.2f}]"
         verdict = "lower" if row.diff_mean < 0 else "not lower"
-        role = "what RWMOE + SSM add" if row.reference == READOUT else "best classical"
+        role = "what RWMOE + SSM add" if row.reference.startswith(READOUT) else "best classical"
         lines.append(f"{row.model} - {row.reference} ({role}): MAE {row.diff_mean:+.2f}{interval} "
                      f"over {row.n} paired folds ({verdict})")
     return lines + oracle_gaps(results, target)
@@ -179,13 +189,12 @@ def oracle_gaps(results: pd.DataFrame, target: str) -> list[str]:
     if ORACLE not in mae:
         return []
     classical = mae[[m for m in mae.index if m in CLASSICAL]]
-    shown = [m for m in ("brainlit", READOUT) if m in mae] + ([classical.idxmin()] if len(classical) else [])
+    pairs = readout_pairs(mae.index)
+    shown = [m for pair in pairs for m in pair] + ([classical.idxmin()] if len(classical) else [])
     gaps = ", ".join(f"{m} {mae[m] - mae[ORACLE]:+.2f}" for m in shown)
-    line = f"distance to the {ORACLE} (MAE {mae[ORACLE]:.2f}): {gaps}"
-    if {"brainlit", READOUT} <= set(mae.index) and mae[READOUT] > mae[ORACLE]:
-        closed = (mae[READOUT] - mae["brainlit"]) / (mae[READOUT] - mae[ORACLE])
-        line += f"; the network closes {closed:.0%} of its read-out's gap"
-    return [line]
+    closed = [f"{m} closes {(mae[r] - mae[m]) / (mae[r] - mae[ORACLE]):.0%}" for m, r in pairs if mae[r] > mae[ORACLE]]
+    tail = f"; of its read-out's gap, {', '.join(closed)}" if closed else ""
+    return [f"distance to the {ORACLE} (MAE {mae[ORACLE]:.2f}): {gaps}{tail}"]
 
 
 def _escape(value) -> str:  # noqa: ANN001

@@ -77,5 +77,5 @@ def test_the_report_says_how_far_each_model_is_from_the_oracle():
     })
     (line,) = oracle_gaps(results, "age")
     assert "MAE 8.00" in line and "brainlit +2.00" in line and "brainlit read-out +3.00" in line
-    assert "tangent_ridge +3.50" in line and "closes 33%" in line
+    assert "tangent_ridge +3.50" in line and "brainlit closes 33%" in line
     assert oracle_gaps(results[results.model != ORACLE], "age") == []

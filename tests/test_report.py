@@ -147,3 +147,21 @@ def test_plot_reconstruction_draws_one_panel_per_roi():
     assert [ax.get_ylabel() for ax in figure.axes] == ["ROI 4", "ROI 7", "ROI 9"]
     labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert labels == ["hidden", "truth", "LMAE", "spatial_ridge"]
+
+
+def test_an_ablation_folder_keeps_each_configs_rows_and_what_its_network_adds(tmp_path):
+    from brainlit.experiment import config_suffix
+    from brainlit.report import paired_differences
+
+    configs = []
+    for name, targets in (("finetune_a", ["age"]), ("finetune_b", ["age"]), ("finetune_c", ["fluid"])):
+        configs.append(tmp_path / f"{name}.yaml")
+        configs[-1].write_text(f"data:\n  targets: {targets}\n")
+    assert [config_suffix(c, configs) for c in configs] == [" (finetune_a)", " (finetune_b)", ""]
+    results = pd.DataFrame({
+        "model": ["brainlit (a)", "brainlit read-out (a)", "brainlit (b)", "brainlit read-out (b)", "tangent_ridge"] * 2,
+        "target": "age", "repeat": 0, "fold": [0] * 5 + [1] * 5,
+        "mae": [10.0, 11.0, 12.0, 11.5, 11.2, 10.0, 11.0, 12.0, 11.5, 11.2],
+    })
+    adds = paired_differences(results).query("reference.str.startswith('brainlit read-out')")
+    assert dict(zip(adds.model, adds.diff_mean, strict=True)) == {"brainlit (a)": -1.0, "brainlit (b)": 0.5}
