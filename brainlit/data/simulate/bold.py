@@ -105,25 +105,25 @@ def simulate_roi_timeseries(
     gains = state_gains(model)
     per_tr = max(1, round(t_r / model.dt_s))
     dt = t_r / per_tr
-    n_steps = int(np.ceil(model.burn_in_s / dt)) + n_volumes * per_tr
+    burn = int(np.ceil(model.burn_in_s / dt))
     age_frac = (phenotypes["age"].to_numpy() - 18.0) / 70.0
     latents = pd.DataFrame({"participant_id": phenotypes["participant_id"], "integrity": integrity})
+    sequences = None  # [N, n_steps] coupling state at each integration step
     if model.dynamics != "none":
-        drawn = mean_dwell_s(age_frac, integrity, [np.random.default_rng([seed, 5, i]) for i in range(n_subjects)], model)
-        dwell = drawn if dwell is None else np.asarray(dwell, dtype=float)
+        if dwell is None:
+            dwell = mean_dwell_s(age_frac, integrity, [np.random.default_rng([seed, 5, i]) for i in range(n_subjects)], model)
+        sequences = _state_sequences(np.asarray(dwell, dtype=float), seed, range(n_subjects), len(gains),
+                                     burn + n_volumes * per_tr, dt)
         latents["dynamics_log_mean_dwell"] = np.log(dwell)
-        switches = np.zeros(n_subjects, dtype=int)
+        latents["state_switches"] = (np.diff(sequences[:, burn:], axis=1) != 0).sum(1)
     bold = np.empty((n_subjects, n_rois, n_volumes), dtype=np.float32)
     physio = np.empty((n_subjects, n_volumes), dtype=np.float32)
     for start in range(0, n_subjects, CHUNK):
         idx = np.arange(start, min(start + CHUNK, n_subjects))
         rngs = [np.random.default_rng([seed, 1, i]) for i in idx]
         steps = network_steps(age_frac[idx], integrity[idx], within, between, gains, rngs, dt, model)
-        sequences = None
-        if model.dynamics != "none":
-            sequences = _state_sequences(dwell, seed, idx, len(gains), n_steps, dt)
-            switches[idx] = (np.diff(sequences[:, n_steps - n_volumes * per_tr :], axis=1) != 0).sum(1)
-        signals = _integrate_bold(steps, sequences, rngs, n_volumes, per_tr, dt, model)  # [n, R+1, T]
+        chunk = None if sequences is None else sequences[idx]
+        signals = _integrate_bold(steps, chunk, rngs, n_volumes, per_tr, dt, model)  # [n, R+1, T]
         for j, (i, rng) in enumerate(zip(idx, rngs, strict=True)):
             a = age_frac[i]
             local_sd = model.local_noise * (1 + model.noise_age_slope * a)
@@ -133,6 +133,4 @@ def simulate_roi_timeseries(
             physio[i] = gain * physio_sd * signals[j, -1]
             regional = signals[j, :-1] + local_sd * _local_noise(rng, n_rois, n_volumes, t_r)
             bold[i] = gain * regional + physio_loading[:, None] * physio[i]
-    if model.dynamics != "none":
-        latents["state_switches"] = switches
     return SimulatedCohort(bold, phenotypes, modules, physio, t_r, latents)
