@@ -59,26 +59,27 @@ class DynamicFCRidge:
         self.window, self.step, self.n_states = window, step, n_states
         self.alphas, self.inner_folds, self.seed = tuple(alphas), inner_folds, seed
 
-    def _features(self, roi_timeseries: Sequence[np.ndarray]) -> np.ndarray:
-        rows = []
-        for series in roi_timeseries:
-            windows = windowed_fc(np.asarray(series, dtype=np.float64), self.window, self.step)
-            states = self.kmeans_.predict(windows)
-            rows.append(np.concatenate([windows.std(0), state_summaries(states, self.n_states)]))
+    def _windows(self, roi_timeseries: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Each subject's windowed FC ``[W, E]``."""
+        return [windowed_fc(np.asarray(s, dtype=np.float64), self.window, self.step) for s in roi_timeseries]
+
+    def _features(self, roi_timeseries: Sequence[np.ndarray], windows: list[np.ndarray]) -> np.ndarray:
+        """Tangent FC, windowed-FC sd and state summaries ``[N, F]`` (states from the training fit)."""
+        rows = [np.concatenate([w.std(0), state_summaries(self.kmeans_.predict(w), self.n_states)])
+                for w in windows]
         return np.hstack([tangent_features(self.tangent_, roi_timeseries), np.stack(rows)])
 
     def fit(self, roi_timeseries: Sequence[np.ndarray], y: Sequence[float]) -> DynamicFCRidge:
         """Fit the states on the training windows, then the ridge on the training subjects."""
-        windows = np.vstack([windowed_fc(np.asarray(s, dtype=np.float64), self.window, self.step)
-                             for s in roi_timeseries])
+        windows = self._windows(roi_timeseries)
         self.tangent_ = fit_tangent(roi_timeseries)
-        self.kmeans_ = KMeans(self.n_states, n_init=3, random_state=self.seed).fit(windows)
+        self.kmeans_ = KMeans(self.n_states, n_init=3, random_state=self.seed).fit(np.vstack(windows))
         cv = KFold(min(self.inner_folds, len(y)), shuffle=True, random_state=self.seed)
         self.ridge_ = make_pipeline(StandardScaler(), RidgeCV(alphas=self.alphas, cv=cv,
                                                               scoring="neg_mean_absolute_error"))
-        self.ridge_.fit(self._features(roi_timeseries), np.asarray(y, dtype=np.float64))
+        self.ridge_.fit(self._features(roi_timeseries, windows), np.asarray(y, dtype=np.float64))
         return self
 
     def predict(self, roi_timeseries: Sequence[np.ndarray]) -> np.ndarray:
         """Predictions [N]; each subject's windows are assigned to the training states."""
-        return self.ridge_.predict(self._features(roi_timeseries))
+        return self.ridge_.predict(self._features(roi_timeseries, self._windows(roi_timeseries)))
