@@ -21,7 +21,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from measure import markdown_table
 from nilearn.connectome import ConnectivityMeasure
 from sklearn.linear_model import RidgeCV
@@ -30,9 +29,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from brainlit.baselines.fc_ridge import FCKernelRidge, fc_features
+from brainlit.baselines.oracle import lag_features
 from brainlit.data.cache import CacheReader
 from brainlit.metrics import corrected_paired_interval
-from brainlit.models.readout import autocorrelation
 
 ALPHAS = np.logspace(-2, 5, 30)
 AVERAGE = "fc + dynamics and tangent + dynamics, averaged"  # the read-out's readout_connectivity: both
@@ -41,7 +40,7 @@ AVERAGE = "fc + dynamics and tangent + dynamics, averaged"  # the read-out's rea
 def dynamics_features(series: np.ndarray, max_lag: int = 3) -> np.ndarray:
     """Autocorrelation of each ROI at lags 1..max_lag, as the model's read-out computes it:
     ``[N, R, T]`` -> ``[N, max_lag * R]``."""
-    return autocorrelation(torch.from_numpy(series), max_lag).double().numpy()
+    return lag_features(series, max_lag)
 
 
 def _ridge(train: np.ndarray, y: np.ndarray, test: np.ndarray) -> np.ndarray:
