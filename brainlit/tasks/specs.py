@@ -23,13 +23,18 @@ class EncoderSpec:
         depth: Transformer layers.
         n_heads: Attention heads.
         mlp_ratio: Hidden width of the transformer MLP relative to ``d_model``.
-        dropout: Dropout inside the transformer.
+        dropout: Dropout on the transformer's residual branches and inside its MLPs.
         max_patches: Longest sequence of patches per ROI the position table covers.
         attention: ``factorized`` (across ROIs within a patch, then across patches within a
             ROI: cost ``O(R P (R + P))``) or ``joint`` (all tokens: ``O((R P)^2)``).
         patch_seconds: Patch duration in seconds; when set, ``patch_len`` becomes
             ``max(1, round(patch_seconds / TR))`` with the cohort's TR, so a TR 0.72 s cohort
             gets HRF-length patches (16 s -> 22 volumes) without hand-tuning ``patch_len``.
+        attention_dropout: Dropout on the attention probabilities (0, as in ViT and MAE: a
+            nonzero value makes CPU attention fall back to a path that keeps every ``[R, R]``
+            probability matrix, 2 GiB per layer at 400 ROIs and batch 16).
+        checkpoint: Recompute each transformer block in the backward pass instead of keeping
+            its activations: less memory for about a third more time per step, same gradients.
     """
 
     patch_len: int = 8
@@ -41,6 +46,8 @@ class EncoderSpec:
     max_patches: int = 128
     attention: Literal["joint", "factorized"] = "factorized"
     patch_seconds: float | None = None
+    attention_dropout: float = 0.0
+    checkpoint: bool = False
 
 
 @dataclass(frozen=True)
