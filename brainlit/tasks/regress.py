@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -88,7 +89,8 @@ class RegressionTask(BrainTask):
         n_rois: Number of ROIs (linked from the datamodule).
         target_names: Phenotypes regressed, one output each (linked from ``data.targets``).
         crop_len: Window length in time points (linked from ``data.crop_len``).
-        encoder: Encoder architecture; replaced by the checkpoint's when ``pretrained`` is set.
+        encoder: Encoder architecture; replaced by the checkpoint's when ``pretrained`` is set,
+            except ``checkpoint`` (a memory setting, not architecture), which is always this one's.
         moe: Random-walk mixture of experts.
         ssm: Mamba predictor.
         head_dropout: Dropout before the linear head.
@@ -141,6 +143,10 @@ class RegressionTask(BrainTask):
         loss: Regression loss on z-scored targets.
         aux_weight: Weight of the MoE load-balancing loss.
         eval_stride: Step between evaluation windows; null means ``crop_len // 2``.
+        eval_windows: Windows per forward pass in evaluation. A batch of B whole runs holds
+            ``B * W`` windows; passing them in chunks bounds evaluation memory near a training
+            batch's (at 400 ROIs, 64 windows at once add 1.6 GiB). Predictions do not depend on
+            it. null: all windows of a batch at once.
         ema_decay: Keep an exponential moving average of the weights (decay per step) and
             validate, test and predict with it: on a small cohort the weights a single step
             leaves are noisy, and the average of the last ``~1 / (1 - decay)`` steps generalises
@@ -173,6 +179,7 @@ class RegressionTask(BrainTask):
         loss: Literal["l1", "smooth_l1", "mse"] = "smooth_l1",
         aux_weight: float = 0.01,
         eval_stride: int | None = None,
+        eval_windows: int | None = 32,
         ema_decay: float | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.05,
@@ -190,7 +197,8 @@ class RegressionTask(BrainTask):
                              f"targets {target_names}.")
         encoder, weights = resolve_patch_len(as_spec(encoder, EncoderSpec), t_r), None
         if pretrained:
-            encoder, weights = load_encoder(pretrained)
+            loaded, weights = load_encoder(pretrained)
+            encoder = replace(loaded, checkpoint=encoder.checkpoint)
             log.info("Encoder architecture and weights from %s: %s", pretrained, encoder)
         moe, ssm = as_spec(moe, MoESpec), as_spec(ssm, SSMSpec)
         self.save_hyperparameters(ignore=["encoder", "moe", "ssm"])
@@ -344,11 +352,21 @@ class RegressionTask(BrainTask):
         """
         windows = sliding_windows(x, self.hparams.crop_len, self.hparams.eval_stride)  # [B, W, R, L]
         b, w = windows.shape[:2]
+        windows = windows.flatten(0, 1)
         if offsets is not None:
             offsets = offsets.repeat_interleave(w, dim=0)
-        pred, aux = self.eval_model(windows.flatten(0, 1), offsets)
-        outputs = {"pred": pred, "experts": aux["roi_expert_weights"], **{k: aux[k] for k in ("readout",) if k in aux}}
+        step = self.hparams.eval_windows or len(windows)
+        parts = [
+            self._window_outputs(windows[i : i + step], None if offsets is None else offsets[i : i + step])
+            for i in range(0, len(windows), step)
+        ]
+        outputs = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
         return {k: v.float().view(b, w, *v.shape[1:]).mean(1) for k, v in outputs.items()}
+
+    def _window_outputs(self, windows: torch.Tensor, offsets: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The evaluated model's ``pred``, ``experts`` and (with a read-out) ``readout`` per window."""
+        pred, aux = self.eval_model(windows, offsets)
+        return {"pred": pred, "experts": aux["roi_expert_weights"], **{k: aux[k] for k in ("readout",) if k in aux}}
 
     def _eval_step(self, batch: dict, stage: str) -> None:
         offsets = self.offsets(batch) if stage == "val" else None

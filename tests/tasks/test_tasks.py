@@ -187,3 +187,24 @@ def test_the_direct_head_supervises_the_network_without_changing_its_prediction(
     supervised.training_step(batch, 0).backward()
     ssm_grad = supervised.model.ssm[0].in_proj.weight.grad
     assert ssm_grad is not None and ssm_grad.abs().sum() > 0  # the zero head alone would give 0 here
+
+
+def test_evaluation_in_window_chunks_predicts_what_all_windows_at_once_do():
+    torch.manual_seed(0)
+    task = RegressionTask(n_rois=6, target_names=["age", "fluid"], crop_len=16, encoder=SMALL,
+                          fc_readout="learned").eval()
+    x = torch.randn(3, 6, 70)  # 8 windows of 16 per run: 24 windows, in chunks of 5
+    task.hparams.eval_windows = None
+    whole = task.predict_windows(x)
+    task.hparams.eval_windows = 5
+    chunked = task.predict_windows(x)
+    assert whole.keys() == chunked.keys() == {"pred", "experts", "readout"}
+    for name in whole:
+        torch.testing.assert_close(chunked[name], whole[name], msg=name)
+
+
+def test_activation_checkpointing_comes_from_the_finetuning_config_not_the_checkpoint(lmae_checkpoint):
+    path, _ = lmae_checkpoint
+    task = RegressionTask(n_rois=6, target_names=["age"], encoder=EncoderSpec(checkpoint=True), pretrained=str(path))
+    assert task.model.encoder.transformer.checkpoint
+    assert task.hparams.encoder["d_model"] == 24
