@@ -65,9 +65,11 @@ lint: install
 	$(VENV)/bin/ruff check brainlit tests benchmarks
 
 BENCH_CACHE ?= runs/demo/cache.h5
+MEMORY_BUDGET ?= 8GiB
 
 bench: install  ## speed and memory tables, and what dynamics add to FC, in benchmarks/results/ (never part of the tests)
 	$(PY) benchmarks/bench_models.py $(if $(QUICK),--quick)
+	$(PY) benchmarks/bench_memory.py --memory-budget $(MEMORY_BUDGET) $(if $(QUICK),--quick)
 	$(PY) benchmarks/bench_cache.py $(if $(QUICK),--subjects 2 --jobs 1)
 	$(PY) benchmarks/dynamics_probe.py $(if $(QUICK),--subjects 30 --volumes 150)
 	@if [ -f $(BENCH_CACHE) ]; then $(PY) benchmarks/beyond_fc.py $(BENCH_CACHE) $(if $(QUICK),--repeats 1); \

@@ -94,3 +94,23 @@ def test_the_dynamics_probe_table_has_a_row_per_scan_length_and_dwell_draw():
     assert row["n_volumes"] == 40 and row["dwell"].startswith("log-uniform")
     assert -1.0 <= row["spearman_r"] <= 1.0 and -1.0 <= row["partial_r_age"] <= 1.0
     assert dynamics_probe.probe_row(n_volumes=40, n_subjects=6, drawn=True, seed=0)["dwell"].startswith("model")
+
+
+def test_memory_budgets_read_as_people_write_them():
+    import bench_memory
+
+    assert bench_memory.parse_bytes("8GiB") == bench_memory.parse_bytes("8G") == 8 * 2**30
+    assert bench_memory.parse_bytes("512MiB") == 512 * 2**20 and bench_memory.parse_bytes("1000") == 1000
+    with pytest.raises(Exception, match="not a memory size"):
+        bench_memory.parse_bytes("lots")
+
+
+def test_the_memory_breakdown_names_where_a_training_forward_keeps_its_tensors(one_thread):
+    import bench_memory
+
+    task = bench_memory.build_task(REPO / "configs/camcan/finetune_age.yaml", 10, checkpoint=False)
+    assert task.hparams.crop_len == 128 and task.model.encoder.transformer.checkpoint is False
+    with bench_memory.kept_by_component(task.model) as kept:
+        bench_memory.loss_of(task.train(), torch.randn(2, 10, 32))
+    assert {"encoder: attention across ROIs", "encoder: MLP", "RWMOE: experts", "SSM"} <= kept.keys()
+    assert kept["encoder: MLP"] > kept["head"] > 0
