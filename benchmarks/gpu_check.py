@@ -13,9 +13,11 @@ others; all share one overall budget (``--budget``, 480 s):
    the budget once the other steps are planned; reported as timed out when it does not fit.
 4. ``bench``: ``bench_models.py`` at R = 100 and 400, T = 128 and 261, fp32 and bf16, both
    attentions, the scans and the data-loading share.
-5. ``demo_fit``: one epoch of the demo regression in bf16-mixed on a small simulated cohort.
-6. ``bench_mamba``: the regressor and scans again with mamba-ssm, when it was built.
-7. ``gpu_tests``: ``pytest -m gpu`` (mamba-ssm vs torch-scan parity among them).
+5. ``memory``: ``bench_memory.py`` at R = 400 with and without activation checkpointing: what a
+   Cam-CAN fine-tuning step keeps, by component, and each phase's peak.
+6. ``demo_fit``: one epoch of the demo regression in bf16-mixed on a small simulated cohort.
+7. ``bench_mamba``: the regressor and scans again with mamba-ssm, when it was built.
+8. ``gpu_tests``: ``pytest -m gpu`` (mamba-ssm vs torch-scan parity among them).
 
 The summary (``gpu_check.json``: each step's status, seconds and figures), the benchmark
 (``bench.json``/``bench.md``) and every step's output (``gpu_check.log``) go to ``--out``:
@@ -231,6 +233,24 @@ def bench(check: Check, name: str, extra: list[str], limit: float) -> None:
         check.write_summary()
 
 
+def memory(check: Check, limit: float) -> None:
+    stem = check.out / "memory"
+    sizes = ["--quick", "--checkpoint", "false", "--threads", "1"] if check.args.dry_run else []
+    step, _ = check.run(
+        "memory", [sys.executable, "benchmarks/bench_memory.py", *sizes, "--out", str(stem)], limit
+    )
+    if stem.with_suffix(".json").is_file():
+        rows = json.loads(stem.with_suffix(".json").read_text())["results"]
+        step["figures"] = {
+            f"checkpoint_{str(r['checkpoint']).lower()}": {
+                "kept_mib": round(sum(r["kept"].values()) / 2**20),
+                **{k: r[k] and round(r[k]) for k in ("forward", "backward", "evaluation")},
+            }
+            for r in rows
+        }
+        check.write_summary()
+
+
 def demo_fit(check: Check) -> None:
     dry = check.args.dry_run
     cohort = check.work / "cohort"
@@ -362,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     build = start_mamba_build(check, capability)
     bench(check, "bench", [], 200)
+    memory(check, 45)
     demo_fit(check)
     if finish_mamba_build(check, build, check.left() - check.args.reserve - 150):
         extra = "--sections models scan --models regressor --attention factorized --lengths 128"

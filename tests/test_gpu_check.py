@@ -38,7 +38,7 @@ def test_dry_run_writes_a_summary_with_every_step(tmp_path):
         "gpu_tests",
     ):  # need the GPU machine
         assert steps[name]["status"] == "skipped", steps[name]
-    for name in ("environment", "bench", "simulate_cohort", "demo_fit"):
+    for name in ("environment", "bench", "memory", "simulate_cohort", "demo_fit"):
         assert steps[name]["status"] == "ok", steps[name]
     assert steps["environment"]["modules"]["nilearn"] != "missing: ModuleNotFoundError"
     bench = steps["bench"]["figures"]
@@ -50,6 +50,7 @@ def test_dry_run_writes_a_summary_with_every_step(tmp_path):
         ("regressor", 32),
     }
     assert 0 < bench["loading_share"][0] < 1
+    assert steps["memory"]["figures"]["checkpoint_false"]["kept_mib"] >= 0
     fit = steps["demo_fit"]["figures"]
     assert fit["epoch"] == 0 and fit["val/age/mae"] > 0 and fit["train/loss"] > 0
     assert steps["demo_fit"]["precision"] == "bf16-mixed"
