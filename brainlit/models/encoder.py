@@ -61,7 +61,8 @@ class TokenBlock(nn.Module):
 
     ``joint`` attends over all ``R * P`` tokens at once; ``factorized`` attends across ROIs
     within each patch (the same time window: where connectivity shows), then across patches
-    within each ROI (the ROI's own dynamics).
+    within each ROI (the ROI's own dynamics). ``dropout`` acts on the residual branches and
+    inside the MLP, ``attention_dropout`` on the attention probabilities.
     """
 
     def __init__(
