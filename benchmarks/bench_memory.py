@@ -232,7 +232,7 @@ def largest_batch(args: argparse.Namespace, checkpoint: bool, start: int = 2, mo
         points[guess] = isolated(step_peak, args, checkpoint, guess)
     batch = max((b for b, p in points.items() if p <= budget_mib), default=0)
     return {"batch": batch, "checked_peak_mib": points.get(batch), "mib_per_subject": per_subject,
-            "fixed_mib": p1 - b1 * per_subject, "steps_measured": len(points)}
+            "steps_measured": len(points)}
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
@@ -284,7 +284,7 @@ def render(meta: dict, rows: list[dict], args: argparse.Namespace) -> str:
                   "two largest batches measured.", "",
                   markdown_table(table, [("checkpoint", "checkpoint"), ("batch", "largest batch"),
                                          ("checked_peak_mib", "its peak MiB"), ("mib_per_subject", "MiB per subject"),
-                                         ("fixed_mib", "fixed MiB")]), ""]
+                                         ("steps_measured", "steps measured")]), ""]
     return "\n".join(parts)
 
 
