@@ -42,7 +42,7 @@ import yaml
 from brainlit.tasks import EncoderSpec, RegressionTask
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import PeakMemory, _proc_status, describe_device, markdown_table, write_results  # noqa: E402
+from measure import PeakMemory, describe_device, markdown_table, proc_status, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # module name pattern -> component; the innermost matching module wins
@@ -131,7 +131,7 @@ def process_peak(device: torch.device) -> float | None:
     """Peak of the whole process in MiB: CUDA max allocated, or the peak RSS (Linux)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    peak = _proc_status("VmHWM")
+    peak = proc_status("VmHWM")
     return None if peak is None else peak / 2**20
 
 
@@ -147,10 +147,11 @@ def reset_peak(device: torch.device) -> None:
 
 
 def loss_of(task: RegressionTask, x: torch.Tensor) -> torch.Tensor:
-    """The training loss on zero targets: task loss plus the balance loss."""
+    """The training loss on zero targets: task loss, balance loss and, with one, the direct head's."""
     pred, aux = task.model(x)
     loss = pred.float().pow(2).mean() + task.hparams.aux_weight * aux["balance_loss"]
-    return loss + sum(v.float().pow(2).mean() for k, v in aux.items() if k == "direct")
+    direct = aux.get("direct")
+    return loss if direct is None else loss + direct.float().pow(2).mean()
 
 
 def phases(args: argparse.Namespace, checkpoint: bool) -> dict:

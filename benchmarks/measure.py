@@ -22,7 +22,7 @@ CUDA_MEMORY = (
 )
 
 
-def _proc_status(field: str) -> int | None:
+def proc_status(field: str) -> int | None:
     """A ``kB`` field of /proc/self/status in bytes, or None where there is no procfs."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -48,7 +48,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
             return self
-        self.base = _proc_status("VmRSS")
+        self.base = proc_status("VmRSS")
         try:
             Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
         except OSError:
@@ -60,7 +60,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             self.mib = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
         elif self.base is not None:
-            peak = _proc_status("VmHWM")
+            peak = proc_status("VmHWM")
             self.mib = None if peak is None else max(0, peak - self.base) / 2**20
 
 
