@@ -82,6 +82,7 @@ class BrainRegressor(nn.Module):
         fc_rows: Add each ROI's embedded signed correlation row to its tokens (RWMOE).
         graph: Walk graph from each window's FC (``sample``) or a running cohort mean (``cohort``).
         graph_momentum: Weight of each training batch in the ``cohort`` running mean.
+        graph_window: Volumes of a per-patch FC window: each patch walks its own graph (RWMOE).
         ssm_layers: Number of Mamba blocks.
         d_state: SSM state size.
         d_conv: Width of the Mamba causal convolution.
@@ -122,6 +123,7 @@ class BrainRegressor(nn.Module):
         fc_rows: bool = True,
         graph: Literal["sample", "cohort"] = "sample",
         graph_momentum: float = 0.1,
+        graph_window: int = 0,
         ssm_layers: int = 2,
         d_state: int = 16,
         d_conv: int = 4,
@@ -149,7 +151,7 @@ class BrainRegressor(nn.Module):
         self.moe = RandomWalkMoE(
             d_model, n_experts, top_k, walk_steps, graph_topk, walk_weights, restart_prob,
             expert_hidden, gating, moe_dropout, n_rois, walk_encoding, fc_rows, graph,
-            graph_momentum,
+            graph_momentum, graph_window, encoder.patch_len,
         )  # fmt: skip
         linear_pool = sequence == "patch" and roi_pool == "linear"
         self.roi_pool = RoiProjection(n_rois, d_model, roi_dim) if linear_pool else None

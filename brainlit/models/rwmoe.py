@@ -32,6 +32,26 @@ def knn_sparsify(adjacency: torch.Tensor, topk: int) -> torch.Tensor:
     return torch.zeros_like(adjacency).scatter(-1, index, values)
 
 
+def windowed_correlation(x: torch.Tensor, n_patches: int, patch_len: int, window: int) -> torch.Tensor:
+    """Correlation of the ``window`` volumes centred on each patch: ``[B, P, R, R]``.
+
+    Patch ``p`` spans volumes ``[p * patch_len, (p + 1) * patch_len)``; its window is shifted
+    inside the run at the edges and shortened to the run when ``window`` exceeds it.
+
+    Args:
+        x: ROI time series ``[B, R, T]``.
+        n_patches: Number of patches P.
+        patch_len: Volumes per patch.
+        window: Volumes per correlation window.
+    """
+    b, r, t = x.shape
+    window = min(window, t)
+    centres = torch.arange(n_patches, device=x.device) * patch_len + patch_len / 2
+    starts = (centres - window / 2).round().long().clamp(0, t - window)
+    windows = x.unfold(-1, window, 1)[:, :, starts]  # [B, R, P, window]
+    return correlation(windows.transpose(1, 2).flatten(0, 1)).view(b, n_patches, r, r)
+
+
 @torch.no_grad()
 def fc_transition_matrix(x: torch.Tensor, topk: int) -> torch.Tensor:
     """Row-stochastic random-walk transition matrix ``P = D^-1 A`` ``[B, R, R]`` from ``x: [B, R, T]``.
@@ -212,6 +232,15 @@ class RandomWalkMoE(nn.Module):
     own FC still enters through ``fc_rows``. Under DDP the buffer follows rank 0 (DDP
     broadcasts buffers before each forward), so every rank walks the same graph.
 
+    Time-resolved graph (``graph_window`` > 0; the paper is silent): each patch gets its own
+    graph, the correlation of the ``graph_window`` volumes centred on it
+    (:func:`windowed_correlation`), for its walk and its graph encoding, as in
+    sliding-window dynamic-graph models of fMRI. The tokens then carry *when* which ROIs
+    couple, so the SSM that scans the patches can read how FC changes within a scan, which
+    one graph per window averages away. With ``graph='cohort'`` the walk keeps the cohort
+    graph (a running mean of windowed |FC|) and only ``fc_rows`` become per patch. It costs
+    ``P`` times the graph memory: ``[B, P, R, R]`` per graph row instead of ``[B, R, R]``.
+
     Args:
         d_model: Token width D.
         n_experts: Number of expert MLPs E.
@@ -228,6 +257,8 @@ class RandomWalkMoE(nn.Module):
         fc_rows: Add the embedded signed correlation row to each ROI's tokens.
         graph: ``sample`` (each window's FC) or ``cohort`` (running mean FC; needs ``n_rois``).
         graph_momentum: Weight of each new training batch in the ``cohort`` running mean.
+        graph_window: Volumes of the per-patch correlation window; 0: one graph per window.
+        patch_len: Volumes per patch of the tokens (for ``graph_window``).
     """
 
     def __init__(
@@ -247,8 +278,13 @@ class RandomWalkMoE(nn.Module):
         fc_rows: bool = True,
         graph: Literal["sample", "cohort"] = "sample",
         graph_momentum: float = 0.1,
+        graph_window: int = 0,
+        patch_len: int = 8,
     ) -> None:
         super().__init__()
+        if graph_window < 0:
+            raise ValueError(f"graph_window must be >= 0 volumes, got {graph_window}.")
+        self.graph_window, self.patch_len = graph_window, patch_len
         if graph not in ("sample", "cohort") or (graph == "cohort" and not n_rois):
             raise ValueError(f"graph must be 'sample' or 'cohort' (with n_rois), got {graph!r}.")
         if not 1 <= top_k <= n_experts or gating not in ("spatial", "temporal", "both"):
@@ -311,6 +347,14 @@ class RandomWalkMoE(nn.Module):
             rows.append(walk_encoding(transition, self.walk_steps))
         return torch.cat(rows, dim=-1)
 
+    def propagate(self, h: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
+        """Walk tokens ``h: [N, R, P, D]`` over the graph of ``fc: [N, R, R]``, add its encoding."""
+        transition = self.transition(fc)
+        walked = random_walk(h, transition, self.walk_coefficients())
+        if self.graph_embed is None:
+            return walked
+        return walked + self.graph_embed(self.graph_rows(fc, transition))[:, :, None]
+
     def gate_logits(self, walked: torch.Tensor) -> torch.Tensor:
         """Token gate logits ``[B, R, P, E]`` from walk-propagated tokens ``[B, R, P, D]``."""
         logits = 0.0
@@ -334,11 +378,13 @@ class RandomWalkMoE(nn.Module):
             ``h_out`` ``[B, R, P, D]`` and ``aux``: ``balance_loss`` (scalar) and
             ``roi_expert_weights`` ``[B, R, E]`` (gate weights averaged over patches; rows sum to 1).
         """
-        fc = correlation(x) if fc is None else fc  # [B, R, R], once for graph and encoding
-        transition = self.transition(fc)
-        walked = random_walk(h, transition, self.walk_coefficients())  # [B, R, P, D]
-        if self.graph_embed is not None:
-            walked = walked + self.graph_embed(self.graph_rows(fc, transition))[:, :, None]
+        if self.graph_window:
+            b, r, p, d = h.shape
+            fc = windowed_correlation(x, p, self.patch_len, self.graph_window).flatten(0, 1)
+            per_patch = h.transpose(1, 2).reshape(b * p, r, 1, d)  # each patch its own sample
+            walked = self.propagate(per_patch, fc).view(b, p, r, d).transpose(1, 2)
+        else:
+            walked = self.propagate(h, correlation(x) if fc is None else fc)  # [B, R, P, D]
         gates, probs, experts = route(self.gate_logits(walked), self.top_k)  # [B, R, P, E|k]
         mixed = self.experts(
             walked.flatten(0, 2), experts.flatten(0, 2), gates.gather(-1, experts).flatten(0, 2)

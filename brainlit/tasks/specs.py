@@ -69,6 +69,8 @@ class MoESpec:
         graph: Random-walk graph from each window's FC (``sample``) or from a running mean of
             FC over training batches (``cohort``).
         graph_momentum: Weight of each training batch in the ``cohort`` running mean.
+        graph_window: Volumes of a per-patch correlation window, so each patch walks and
+            encodes its own graph (a time-resolved graph); 0: one graph per input window.
     """
 
     n_experts: int = 8
@@ -84,6 +86,7 @@ class MoESpec:
     fc_rows: bool = True
     graph: Literal["sample", "cohort"] = "sample"
     graph_momentum: float = 0.1
+    graph_window: int = 0
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from brainlit.models.rwmoe import (
     route,
     transition_matrix,
     walk_encoding,
+    windowed_correlation,
 )
 
 
@@ -206,3 +207,28 @@ def test_cohort_graph_is_a_running_mean_of_training_fc_frozen_in_eval():
     torch.testing.assert_close(transition, transition[:1].expand(4, -1, -1))  # one graph for all
     torch.testing.assert_close(transition.sum(-1), torch.ones(4, 5))
     torch.testing.assert_close(transition[0], transition_matrix(expected[None], moe.graph_topk)[0])
+
+
+def test_windowed_correlation_is_each_patch_s_centred_window():
+    x = torch.randn(2, 5, 40)  # 5 patches of 8 volumes
+    fc = windowed_correlation(x, n_patches=5, patch_len=8, window=16)
+    assert fc.shape == (2, 5, 5, 5)
+    torch.testing.assert_close(fc[:, 2], correlation(x[..., 12:28]))  # centred on volume 20
+    torch.testing.assert_close(fc[:, 0], correlation(x[..., :16]))  # shifted inside the run
+    torch.testing.assert_close(fc[:, 4], correlation(x[..., 24:]))
+    torch.testing.assert_close(windowed_correlation(x, 5, 8, 100)[:, 3], correlation(x))
+
+
+def test_time_resolved_graph_lets_each_patch_see_only_its_own_window():
+    torch.manual_seed(0)
+    moe = RandomWalkMoE(d_model=8, n_experts=2, top_k=1, n_rois=5, walk_steps=2, graph_window=8,
+                        gating="temporal")  # temporal gates: a patch is routed on its own tokens
+    h, x = torch.ones(1, 5, 4, 8), torch.randn(1, 5, 32)
+    changed = x.clone()
+    changed[..., 24:] = torch.randn(1, 5, 8)  # the last patch's volumes only
+    out, moved = moe(h, x)[0], moe(h, changed)[0]
+    torch.testing.assert_close(out[:, :, :3], moved[:, :, :3])
+    assert not torch.allclose(out[:, :, 3], moved[:, :, 3])
+    whole = RandomWalkMoE(d_model=8, n_experts=2, top_k=1, n_rois=5, walk_steps=2, gating="temporal")
+    whole.load_state_dict(moe.state_dict())
+    assert not torch.allclose(whole(h, changed)[0][:, :, 0], moved[:, :, 0])  # one graph for all
