@@ -72,6 +72,7 @@ bench: install  ## speed and memory tables, and what dynamics add to FC, in benc
 	$(PY) benchmarks/bench_memory.py --memory-budget $(MEMORY_BUDGET) $(if $(QUICK),--quick)
 	$(PY) benchmarks/bench_cache.py $(if $(QUICK),--subjects 2 --jobs 1)
 	$(PY) benchmarks/dynamics_probe.py $(if $(QUICK),--subjects 30 --volumes 150)
+	$(PY) benchmarks/dynamics_reach.py $(if $(QUICK),--subjects 30 --volumes 150 --repeats 1)
 	@if [ -f $(BENCH_CACHE) ]; then $(PY) benchmarks/beyond_fc.py $(BENCH_CACHE) $(if $(QUICK),--repeats 1); \
 	else echo "beyond_fc: no $(BENCH_CACHE); run make demo first or pass BENCH_CACHE=FILE"; fi
 

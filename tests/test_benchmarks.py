@@ -2,9 +2,11 @@
 
 import sys
 
+import numpy as np
 import pytest
 import torch
 
+from brainlit.data.simulate import GenerativeModel, simulate_roi_timeseries
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -114,3 +116,17 @@ def test_the_memory_breakdown_names_where_a_training_forward_keeps_its_tensors(o
         bench_memory.loss_of(task.train(), torch.randn(2, 10, 32))
     assert {"encoder: attention across ROIs", "encoder: MLP", "RWMOE: experts", "SSM"} <= kept.keys()
     assert kept["encoder: MLP"] > kept["head"] > 0
+
+
+def test_the_dynamics_reach_table_reads_static_probes_and_true_dwell_on_the_same_folds():
+    import dynamics_reach
+
+    series = np.random.default_rng(0).standard_normal((4, 60))
+    assert dynamics_reach.static_features(series).shape == (6 + 4 * 3,)
+    cohort = simulate_roi_timeseries(24, 32, 60, seed=0, model=GenerativeModel(dynamics="switching"))
+    rows = dynamics_reach.reach_rows(cohort, n_folds=3, repeats=1)
+    assert [r["features"] for r in rows] == ["static FC + autocorrelations", "+ the mechanism's probes",
+                                             "+ the true log dwell"]
+    assert all(np.isfinite(r["age"]) and np.isfinite(r["fluid_intelligence"]) for r in rows)
+    target = np.arange(30.0)
+    assert dynamics_reach.cv_mae(np.c_[target, np.zeros(30)], target, 3, 1) < 1.0  # the target itself
