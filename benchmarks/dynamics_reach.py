@@ -28,15 +28,10 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from brainlit.baselines.fc_ridge import fc_features
+from brainlit.baselines.oracle import lag_features
 from brainlit.data.simulate import GenerativeModel, SimulatedCohort, simulate_roi_timeseries
 from brainlit.data.simulate.probe import switching_features
-
-
-def static_features(series: np.ndarray, lags: int = 3) -> np.ndarray:
-    """Fisher-z FC upper triangle and each ROI's lag-1..``lags`` autocorrelation of ``[R, T]``."""
-    fc = np.corrcoef(series)[np.triu_indices(len(series), 1)]
-    auto = [np.corrcoef(roi[lag:], roi[:-lag])[0, 1] for roi in series for lag in range(1, lags + 1)]
-    return np.concatenate([np.arctanh(np.clip(fc, -0.999, 0.999)), auto])
 
 
 def cv_mae(features: np.ndarray, target: np.ndarray, n_folds: int, repeats: int) -> float:
@@ -52,7 +47,7 @@ def cv_mae(features: np.ndarray, target: np.ndarray, n_folds: int, repeats: int)
 def reach_rows(cohort: SimulatedCohort, n_folds: int, repeats: int) -> list[dict]:
     """MAE per target of the three feature sets (module docstring) on one dynamic cohort."""
     series = [s.astype(float) for s in cohort.roi_timeseries]
-    static = np.stack([static_features(s) for s in series])
+    static = np.hstack([fc_features(series), lag_features(series, 3)])
     probes = np.stack([switching_features(s, cohort.modules) for s in series])
     dwell = cohort.latents["dynamics_log_mean_dwell"].to_numpy()[:, None]
     inputs = {"static FC + autocorrelations": static, "+ the mechanism's probes": np.hstack([static, probes]),

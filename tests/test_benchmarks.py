@@ -121,8 +121,6 @@ def test_the_memory_breakdown_names_where_a_training_forward_keeps_its_tensors(o
 def test_the_dynamics_reach_table_reads_static_probes_and_true_dwell_on_the_same_folds():
     import dynamics_reach
 
-    series = np.random.default_rng(0).standard_normal((4, 60))
-    assert dynamics_reach.static_features(series).shape == (6 + 4 * 3,)
     cohort = simulate_roi_timeseries(24, 32, 60, seed=0, model=GenerativeModel(dynamics="switching"))
     rows = dynamics_reach.reach_rows(cohort, n_folds=3, repeats=1)
     assert [r["features"] for r in rows] == ["static FC + autocorrelations", "+ the mechanism's probes",
