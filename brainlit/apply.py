@@ -100,7 +100,7 @@ class BrainAgeModel:
             for start in range(0, len(rows), batch_size):
                 batch = rows[start : start + batch_size]
                 x = torch.from_numpy(np.stack([runs[i].T for i in batch]))  # [B, R, T]
-                members = [task.to_original_units(task.predict_windows(x, task.run_readout(x))["pred"])
+                members = [task.to_original_units(task.predict_runs(x)["pred"])
                            for task in self.tasks]
                 pred[batch] = torch.stack(members).mean(0).numpy()
         return pred

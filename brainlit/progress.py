@@ -25,7 +25,8 @@ def wants_plain_lines() -> bool:
 class EpochLines(ProgressBar):
     """Logs ``epoch 3/15 (12 steps, 4.1 s): train/loss 0.41, val/loss 0.52, val/age/mae 11.2``.
 
-    Shows the losses and every per-target MAE the task logged; nothing per batch.
+    Shows the losses, every per-target MAE and network-share weight the task logged; nothing
+    per batch.
     """
 
     def __init__(self) -> None:
@@ -45,11 +46,11 @@ class EpochLines(ProgressBar):
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """One line: epoch, steps, seconds and the epoch's losses and MAEs (after validation)."""
+        """One line: epoch, steps, seconds and the epoch's losses, MAEs and shares (after validation)."""
         if not self._enabled or trainer.sanity_checking:
             return
         shown = {k: float(v) for k, v in trainer.callback_metrics.items()
-                 if k.endswith("loss") or k.endswith("/mae")}
+                 if k.endswith(("loss", "/mae", "/share"))}
         values = ", ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items()))
         total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
         log.info("epoch %d/%s (%d steps, %.1f s): %s", trainer.current_epoch + 1, total,

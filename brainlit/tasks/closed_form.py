@@ -144,3 +144,22 @@ def fit_anchored_ridge(
         chosen.insert(anchor, anchor_chosen[0])
         alphas.append(chosen)
     return weight, bias, loo, alphas
+
+
+def network_share_weights(pred: torch.Tensor, true: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
+    """Per target, the weight in [0, 1] on the network's share that fits held-out subjects best.
+
+    The network's share is ``pred - readout``; the weight is the least-squares coefficient of
+    the read-out's residual ``true - readout`` on it (no intercept), clipped to [0, 1]: 1 keeps
+    the whole share, 0 falls back to the read-out (a stacking weight, as in Breiman 1996).
+    A share that is zero for every subject keeps its weight of 1 (there is nothing to weigh).
+
+    Args:
+        pred: ``[N, T]`` the model's predictions of held-out subjects.
+        true: ``[N, T]`` their targets.
+        readout: ``[N, T]`` the read-out's predictions of them (cross-fitted where it saw them).
+    """
+    share, residual = (pred - readout).double(), (true - readout).double()
+    power = share.pow(2).sum(0)
+    weight = (share * residual).sum(0) / power.clamp_min(1e-12)
+    return torch.where(power > 1e-12, weight.clamp(0.0, 1.0), torch.ones_like(weight)).float()

@@ -22,7 +22,7 @@ from brainlit.models.readout import EDGE_KINDS, Connectivity, FCReadout
 from brainlit.models.rwmoe import correlation
 from brainlit.tasks.base import BrainTask, decay_groups
 from brainlit.tasks.checkpoints import load_encoder
-from brainlit.tasks.closed_form import fit_anchored_ridge
+from brainlit.tasks.closed_form import fit_anchored_ridge, network_share_weights
 from brainlit.tasks.figures import log_expert_maps, log_prediction_scatter
 from brainlit.tasks.specs import (
     EncoderSpec,
@@ -40,7 +40,8 @@ LOSSES = {"l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss, "mse": F.mse_loss}
 
 
 class StageMetrics(nn.Module):
-    """MAE and Pearson r per target in original units, plus the pooled predictions for figures.
+    """MAE and Pearson r per target in original units, plus the pooled predictions for figures
+    and (with a read-out) the read-out's share of them.
 
     All are torchmetrics, so they are synced across DDP ranks when computed.
     """
@@ -49,17 +50,24 @@ class StageMetrics(nn.Module):
         super().__init__()
         self.mae = nn.ModuleDict({t: MeanAbsoluteError() for t in target_names})
         self.pearson = nn.ModuleDict({t: PearsonCorrCoef() for t in target_names})
-        self.pred, self.true, self.experts = CatMetric(), CatMetric(), CatMetric()
+        self.pred, self.true, self.experts, self.readout = CatMetric(), CatMetric(), CatMetric(), CatMetric()
 
-    def update(self, pred: torch.Tensor, true: torch.Tensor, experts: torch.Tensor) -> None:
-        """Add a batch: pred/true ``[B, n_targets]`` in original units, experts ``[B, R, E]``."""
+    def update(self, pred: torch.Tensor, true: torch.Tensor, experts: torch.Tensor,
+               readout: torch.Tensor | None = None) -> None:
+        """Add a batch: pred/true/readout ``[B, n_targets]`` in original units, experts ``[B, R, E]``."""
         for i, name in enumerate(self.mae):
             self.mae[name].update(pred[:, i], true[:, i])
             self.pearson[name].update(pred[:, i], true[:, i])
         self.pred.update(pred)
         self.true.update(true)
         self.experts.update(experts)
+        if readout is not None:
+            self.readout.update(readout)
         self._expert_shape = tuple(experts.shape[1:])
+
+    def pooled_readout(self) -> torch.Tensor:
+        """The read-out's predictions ``[N, n_targets]`` of the pooled subjects (synced)."""
+        return self.readout.compute().reshape(-1, len(self.mae))
 
     def pooled(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All predictions ``[N, n_targets]``, truths and expert weights ``[N, R, E]`` (synced).
@@ -147,6 +155,16 @@ class RegressionTask(BrainTask):
             ``B * W`` windows; passing them in chunks bounds evaluation memory near a training
             batch's (at 400 ROIs, 64 windows at once add 1.6 GiB). Predictions do not depend on
             it. null: all windows of a batch at once.
+        network_share: How much of the network's share of a prediction (the prediction minus
+            the ``ridge`` read-out's) test, predict and ``apply`` keep, per target. ``all``:
+            all of it. ``validation``: a weight in [0, 1] per target, refit at the end of every
+            validation epoch on the validation subjects (least squares of the read-out's
+            residual on the network's share, :func:`~brainlit.tasks.closed_form.network_share_weights`;
+            their read-out predictions are cross-fitted, so the residual is an out-of-sample
+            one) and saved with the checkpoint that epoch may become, so that a target the
+            network does not help on held-out subjects falls back to the read-out. Validation
+            metrics, and so the checkpoint choice, use the whole share; the weights are
+            logged as ``val/<target>/share``.
         ema_decay: Keep an exponential moving average of the weights (decay per step) and
             validate, test and predict with it: on a small cohort the weights a single step
             leaves are noisy, and the average of the last ``~1 / (1 - decay)`` steps generalises
@@ -180,6 +198,7 @@ class RegressionTask(BrainTask):
         aux_weight: float = 0.01,
         eval_stride: int | None = None,
         eval_windows: int | None = 32,
+        network_share: Literal["all", "validation"] = "all",
         ema_decay: float | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.05,
@@ -195,6 +214,9 @@ class RegressionTask(BrainTask):
         if readout_anchor is not None and (fc_readout != "ridge" or readout_anchor not in target_names):
             raise ValueError(f"readout_anchor {readout_anchor!r} needs fc_readout: ridge and one of the "
                              f"targets {target_names}.")
+        if network_share != "all" and fc_readout != "ridge":
+            raise ValueError(f"network_share: {network_share} weighs the network against a closed-form "
+                             "read-out: set fc_readout: ridge, or network_share: all.")
         encoder, weights = resolve_patch_len(as_spec(encoder, EncoderSpec), t_r), None
         if pretrained:
             loaded, weights = load_encoder(pretrained)
@@ -225,6 +247,8 @@ class RegressionTask(BrainTask):
             self.ema.requires_grad_(False)
         self.register_buffer("target_mean", torch.zeros(len(target_names)))
         self.register_buffer("target_std", torch.ones(len(target_names)))
+        # the weight on the network's share per target, fit on validation subjects (None: all of it)
+        self.register_buffer("share", torch.ones(len(target_names)) if network_share == "validation" else None)
         self.val_metrics, self.test_metrics = StageMetrics(target_names), StageMetrics(target_names)
         self.best_val_mae: dict[str, float] = {}  # per target, over this fit's epochs
 
@@ -368,16 +392,32 @@ class RegressionTask(BrainTask):
         pred, aux = self.eval_model(windows, offsets)
         return {"pred": pred, "experts": aux["roi_expert_weights"], **{k: aux[k] for k in ("readout",) if k in aux}}
 
+    def blend(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The z-scored prediction from :meth:`predict_windows`' outputs: the read-out plus the
+        network's share, weighted per target by ``share`` when ``network_share: validation``."""
+        if self.share is None:
+            return outputs["pred"]
+        return outputs["readout"] + self.share * (outputs["pred"] - outputs["readout"])
+
+    def predict_runs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Whole runs ``x: [B, R, T]`` -> :meth:`predict_windows`' outputs, ``pred`` blended
+        (:meth:`blend`): what test, predict and ``apply`` report, z-scored."""
+        outputs = self.predict_windows(x, self.run_readout(x))
+        return {**outputs, "pred": self.blend(outputs)}
+
     def _eval_step(self, batch: dict, stage: str) -> None:
-        offsets = self.offsets(batch) if stage == "val" else None
-        if offsets is None:
-            offsets = self.run_readout(batch["x"])
-        outputs = self.predict_windows(batch["x"], offsets)
+        if stage == "val":  # the whole share, with cross-fitted read-out predictions where there are
+            offsets = self.offsets(batch)
+            outputs = self.predict_windows(batch["x"], self.run_readout(batch["x"]) if offsets is None else offsets)
+        else:
+            outputs = self.predict_runs(batch["x"])
         pred_z = outputs["pred"]
         loss = LOSSES[self.hparams.loss](pred_z, batch["y"])
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(pred_z), sync_dist=True)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(self.to_original_units(pred_z), self.to_original_units(batch["y"]), outputs["experts"])
+        readout = outputs.get("readout")
+        metrics.update(self.to_original_units(pred_z), self.to_original_units(batch["y"]), outputs["experts"],
+                       None if readout is None else self.to_original_units(readout))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Window-averaged loss and metrics on held-out subjects."""
@@ -396,6 +436,10 @@ class RegressionTask(BrainTask):
                 self.best_val_mae[name] = min(float(mae), self.best_val_mae.get(name, float("inf")))
             self.log(f"{stage}/{name}/pearson", metrics.pearson[name].compute(), sync_dist=False)
         pred, true, experts = metrics.pooled()
+        if stage == "val" and self.share is not None and not self.trainer.sanity_checking:
+            self.share.copy_(network_share_weights(pred, true, metrics.pooled_readout()))
+            for name, weight in zip(self.hparams.target_names, self.share.tolist(), strict=True):
+                self.log(f"val/{name}/share", weight, sync_dist=False)
         if not self.trainer.sanity_checking:
             log_prediction_scatter(self, stage, pred, true)
             if stage == "test":
@@ -430,7 +474,7 @@ class RegressionTask(BrainTask):
         With ``fc_readout: ridge`` also ``readout``: what the closed-form read-out alone
         predicts, so that every report can show what RWMOE + SSM add to it.
         """
-        outputs = self.predict_windows(batch["x"], self.run_readout(batch["x"]))
+        outputs = self.predict_runs(batch["x"])
         out = {
             "subject_id": list(batch["subject_id"]),
             "pred": self.to_original_units(outputs["pred"]).cpu(),

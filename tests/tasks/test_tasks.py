@@ -12,6 +12,7 @@ from brainlit.data.simulate import simulate_cohort
 from brainlit.errors import BrainlitCheckpointError
 from brainlit.models.rwmoe import correlation
 from brainlit.tasks import EncoderSpec, LMAEPretrainer, RegressionTask
+from brainlit.tasks.closed_form import network_share_weights
 
 SMALL = EncoderSpec(d_model=16, depth=1, n_heads=2)
 
@@ -208,3 +209,43 @@ def test_activation_checkpointing_comes_from_the_finetuning_config_not_the_check
     task = RegressionTask(n_rois=6, target_names=["age"], encoder=EncoderSpec(checkpoint=True), pretrained=str(path))
     assert task.model.encoder.transformer.checkpoint
     assert task.hparams.encoder["d_model"] == 24
+
+
+def test_the_network_share_weight_is_fit_by_least_squares_and_clipped():
+    readout = torch.zeros(50, 3)
+    true = torch.randn(50, 3)
+    pred = torch.stack([true[:, 0], 2.0 * true[:, 1], -true[:, 2]], 1)  # exact, twice too large, wrong sign
+    weights = network_share_weights(pred, true, readout)
+    torch.testing.assert_close(weights, torch.tensor([1.0, 0.5, 0.0]))
+    assert network_share_weights(readout, true, readout).tolist() == [1.0, 1.0, 1.0]  # no share: nothing to weigh
+
+
+def test_a_target_the_network_does_not_help_on_validation_subjects_falls_back_to_the_readout(monkeypatch):
+    torch.manual_seed(0)
+    kwargs = dict(n_rois=6, target_names=["age", "fluid"], crop_len=16, encoder=SMALL, fc_readout="ridge")
+    with pytest.raises(ValueError, match="fc_readout: ridge"):
+        RegressionTask(**{**kwargs, "fc_readout": "learned"}, network_share="validation")
+    assert "share" not in RegressionTask(**kwargs).state_dict()  # model folders without it still load
+    task = RegressionTask(**kwargs, network_share="validation").eval()
+    readout = task.model.fc_readout
+    readout.set_weights(0.1 * torch.randn_like(readout.linear.weight), torch.tensor([0.3, -0.2]))
+    task.target_mean.fill_(50.0)
+    task.target_std.fill_(10.0)
+    # a validation epoch: the network's share explains the age residual and is noise for fluid
+    true, readout_pred = torch.randn(40, 2), torch.randn(40, 2)
+    pred = torch.stack([true[:, 0], readout_pred[:, 1] - (true[:, 1] - readout_pred[:, 1])], 1)
+    task.val_metrics.update(pred, true, torch.ones(40, 6, 2), readout_pred)
+    task.trainer = SimpleNamespace(sanity_checking=False, is_global_zero=False)
+    logged = {}
+    monkeypatch.setattr(task, "log", lambda name, value, **kw: logged.__setitem__(name, value))
+    task._log_epoch("val")
+    assert task.share.tolist() == [1.0, 0.0] and logged["val/fluid/share"] == 0.0
+    x = torch.randn(3, 6, 40)
+    out = task.predict_step({"x": x, "y": torch.zeros(3, 2), "subject_id": ["a", "b", "c"]}, 0)
+    whole = task.to_original_units(task.predict_windows(x, task.run_readout(x))["pred"])
+    torch.testing.assert_close(out["pred"][:, 0], whole[:, 0])  # age keeps the network's share
+    torch.testing.assert_close(out["pred"][:, 1], out["readout"][:, 1])  # fluid is the read-out's
+    assert not torch.allclose(whole[:, 1], out["readout"][:, 1])
+    restored = RegressionTask(**kwargs, network_share="validation")
+    restored.load_state_dict(task.state_dict())  # the weights travel with the checkpoint
+    assert restored.share.tolist() == [1.0, 0.0]
