@@ -24,7 +24,7 @@ def fitted(tiny_bids, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fit")
     cli = run_cli("finetune_age.yaml", tiny_bids, tmp, *BOTH, "--trainer.max_epochs", "2",
                   "--trainer.limit_train_batches", "2", "--model.init_args.fc_readout", "ridge",
-                  "--model.init_args.readout_connectivity", "tangent")
+                  "--model.init_args.readout_connectivity", "tangent", "--model.init_args.network_share", "validation")
     return cli, cli.trainer.checkpoint_callback.last_model_path, tmp
 
 
@@ -64,6 +64,8 @@ def test_export_and_load_round_trip_without_pickle(fitted, tmp_path, monkeypatch
     for column in ("age_pred", "fluid_intelligence_pred"):
         np.testing.assert_allclose(loaded[column], in_memory[column], atol=1e-5, rtol=0)
     assert loaded[["age_pred", "fluid_intelligence_pred"]].std().gt(0).all()
+    assert torch.equal(model.tasks[0].share, cli.model.share)  # the network-share weights travel too
+    assert ((cli.model.share >= 0) & (cli.model.share <= 1)).all()
     assert loaded["age_true"].isna().all() and "brain_age_gap_corrected" in loaded  # no ages given
 
 
