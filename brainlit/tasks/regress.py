@@ -165,6 +165,11 @@ class RegressionTask(BrainTask):
             network does not help on held-out subjects falls back to the read-out. Validation
             metrics, and so the checkpoint choice, use the whole share; the weights are
             logged as ``val/<target>/share``.
+        readout_only: Targets predicted by the ``ridge`` read-out alone: their network share
+            is dropped (weight 0) in test, predict and ``apply``, while the network still learns
+            them through its losses. For a target where no development cohort showed the
+            network adding anything (fluid intelligence: -0.01 to +0.08 points on the four of
+            docs/dynamics.md), the validation weight only adds noise from ~20 subjects.
         ema_decay: Keep an exponential moving average of the weights (decay per step) and
             validate, test and predict with it: on a small cohort the weights a single step
             leaves are noisy, and the average of the last ``~1 / (1 - decay)`` steps generalises
@@ -199,6 +204,7 @@ class RegressionTask(BrainTask):
         eval_stride: int | None = None,
         eval_windows: int | None = 32,
         network_share: Literal["all", "validation"] = "all",
+        readout_only: list[str] | None = None,
         ema_decay: float | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.05,
@@ -217,6 +223,10 @@ class RegressionTask(BrainTask):
         if network_share != "all" and fc_readout != "ridge":
             raise ValueError(f"network_share: {network_share} weighs the network against a closed-form "
                              "read-out: set fc_readout: ridge, or network_share: all.")
+        readout_only = list(readout_only or [])
+        if readout_only and (fc_readout != "ridge" or not set(readout_only) <= set(target_names)):
+            raise ValueError(f"readout_only {readout_only} needs fc_readout: ridge and names among the "
+                             f"targets {target_names}.")
         encoder, weights = resolve_patch_len(as_spec(encoder, EncoderSpec), t_r), None
         if pretrained:
             loaded, weights = load_encoder(pretrained)
@@ -248,7 +258,9 @@ class RegressionTask(BrainTask):
         self.register_buffer("target_mean", torch.zeros(len(target_names)))
         self.register_buffer("target_std", torch.ones(len(target_names)))
         # the weight on the network's share per target, fit on validation subjects (None: all of it)
-        self.register_buffer("share", torch.ones(len(target_names)) if network_share == "validation" else None)
+        self.network_kept = torch.tensor([t not in readout_only for t in target_names], dtype=torch.float32)
+        weighed = network_share == "validation" or readout_only
+        self.register_buffer("share", self.network_kept.clone() if weighed else None)
         self.val_metrics, self.test_metrics = StageMetrics(target_names), StageMetrics(target_names)
         self.best_val_mae: dict[str, float] = {}  # per target, over this fit's epochs
 
@@ -394,7 +406,7 @@ class RegressionTask(BrainTask):
 
     def blend(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The z-scored prediction from :meth:`predict_windows`' outputs: the read-out plus the
-        network's share, weighted per target by ``share`` when ``network_share: validation``."""
+        network's share, weighted per target by ``share`` (``network_share``, ``readout_only``)."""
         if self.share is None:
             return outputs["pred"]
         return outputs["readout"] + self.share * (outputs["pred"] - outputs["readout"])
@@ -436,8 +448,9 @@ class RegressionTask(BrainTask):
                 self.best_val_mae[name] = min(float(mae), self.best_val_mae.get(name, float("inf")))
             self.log(f"{stage}/{name}/pearson", metrics.pearson[name].compute(), sync_dist=False)
         pred, true, experts = metrics.pooled()
-        if stage == "val" and self.share is not None and not self.trainer.sanity_checking:
-            self.share.copy_(network_share_weights(pred, true, metrics.pooled_readout()))
+        if stage == "val" and self.hparams.network_share == "validation" and not self.trainer.sanity_checking:
+            weights = network_share_weights(pred, true, metrics.pooled_readout())
+            self.share.copy_(weights * self.network_kept.to(weights.device))
             for name, weight in zip(self.hparams.target_names, self.share.tolist(), strict=True):
                 self.log(f"val/{name}/share", weight, sync_dist=False)
         if not self.trainer.sanity_checking:

@@ -249,3 +249,23 @@ def test_a_target_the_network_does_not_help_on_validation_subjects_falls_back_to
     restored = RegressionTask(**kwargs, network_share="validation")
     restored.load_state_dict(task.state_dict())  # the weights travel with the checkpoint
     assert restored.share.tolist() == [1.0, 0.0]
+
+
+def test_a_readout_only_target_is_its_readout_and_the_others_keep_their_weight(monkeypatch):
+    torch.manual_seed(0)
+    kwargs = dict(n_rois=6, target_names=["age", "fluid"], crop_len=16, encoder=SMALL, fc_readout="ridge")
+    with pytest.raises(ValueError, match="readout_only"):
+        RegressionTask(**kwargs, readout_only=["iq"])
+    task = RegressionTask(**kwargs, network_share="validation", readout_only=["fluid"]).eval()
+    readout = task.model.fc_readout
+    readout.set_weights(0.1 * torch.randn_like(readout.linear.weight), torch.tensor([0.3, -0.2]))
+    true = torch.randn(40, 2)
+    task.val_metrics.update(true, true, torch.ones(40, 6, 2), torch.zeros(40, 2))  # the network is exact on both
+    task.trainer = SimpleNamespace(sanity_checking=False, is_global_zero=False)
+    monkeypatch.setattr(task, "log", lambda *args, **kw: None)
+    task._log_epoch("val")
+    assert task.share.tolist() == [1.0, 0.0]
+    x = torch.randn(3, 6, 40)
+    out = task.predict_step({"x": x, "y": torch.zeros(3, 2), "subject_id": ["a", "b", "c"]}, 0)
+    torch.testing.assert_close(out["pred"][:, 1], out["readout"][:, 1])
+    assert not torch.allclose(out["pred"][:, 0], out["readout"][:, 0])
