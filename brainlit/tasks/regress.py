@@ -428,7 +428,7 @@ class RegressionTask(BrainTask):
         loss = LOSSES[self.hparams.loss](pred_z, batch["y"])
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(pred_z), sync_dist=True)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        readout = outputs.get("readout")
+        readout = outputs.get("readout") if stage == "val" else None  # what the share weights are fit on
         metrics.update(self.to_original_units(pred_z), self.to_original_units(batch["y"]), outputs["experts"],
                        None if readout is None else self.to_original_units(readout))
 
