@@ -1,4 +1,4 @@
-"""The ceiling of a positive control: static FC plus the true latent parameters of a simulation."""
+"""The ceiling of a positive control: the closed-form read-out plus the true latent parameters of a simulation."""
 
 from __future__ import annotations
 
@@ -6,14 +6,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from sklearn.linear_model import LinearRegression, RidgeCV
-from sklearn.model_selection import KFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.linear_model import LinearRegression
 
 from brainlit.baselines.fc_ridge import fc_features
 from brainlit.baselines.tangent_ridge import fit_tangent, tangent_features
 from brainlit.models.readout import autocorrelation
+from brainlit.tasks.closed_form import fit_ridge_combination
 
 ORACLE = "oracle (true latents)"
 
@@ -26,36 +24,30 @@ def lag_features(roi_timeseries: Sequence[np.ndarray], lags: int = 3) -> np.ndar
 
 
 class LatentOracle:
-    """Ridge on static FC (correlation and tangent) + autocorrelations, stacked with the
-    subjects' true latent parameters.
+    """brainlit's closed-form read-out (ridge on correlation FC and on tangent FC, each with the
+    autocorrelations, stacked), stacked in turn with the subjects' true latent parameters.
 
     A simulated positive control knows what the BOLD carries beyond static FC (e.g. each
     subject's mean dwell time in an FC state). The oracle is what a model that reads static FC
     as the closed-form read-out does *and* knows those parameters exactly would reach: a linear
-    regression of the target on the ridge's cross-fitted prediction and the latents (only the
-    training subjects' targets and latents are seen). Its distance to brainlit's read-out is
-    what the dynamics can add; no model reading a finite scan gets all of it.
-
-    Args:
-        alphas: Ridge penalties (leave-one-out).
-        folds: Folds of the cross-fitting that gives the training subjects' ridge predictions.
-        seed: Seed of the fold shuffling.
+    regression of the target on the read-out's leave-one-out prediction and the latents (only
+    the training subjects' targets and latents are seen). Its static part is the read-out's own
+    fit (:func:`brainlit.tasks.closed_form.fit_ridge_combination`, ``combine='stack'``), so
+    the oracle starts where the read-out is and its distance to the read-out is what the
+    dynamics can add; no model reading a finite scan gets all of it.
     """
-
-    def __init__(self, alphas: Sequence[float] = tuple(np.logspace(-2, 5, 30)), folds: int = 5,
-                 seed: int = 0) -> None:
-        self.alphas, self.folds, self.seed = tuple(alphas), folds, seed
 
     def fit(self, roi_timeseries: Sequence[np.ndarray], y: Sequence[float], latents: np.ndarray) -> LatentOracle:
         """Fit on training series ([R, T] each), targets [N] and latent parameters [N, L]."""
         y = np.asarray(y, dtype=np.float64)
         self.tangent_ = fit_tangent(roi_timeseries)
         features = self._static(roi_timeseries)
-        self.ridge_ = make_pipeline(StandardScaler(), RidgeCV(alphas=self.alphas))
-        cv = KFold(min(self.folds, len(y)), shuffle=True, random_state=self.seed)
-        crossfit = cross_val_predict(self.ridge_, features, y, cv=cv)
-        self.ridge_.fit(features, y)
-        self.stack_ = LinearRegression().fit(np.column_stack([crossfit, latents]), y)
+        n_edges, n_features = fc_features(roi_timeseries[:1]).shape[1], features.shape[1]
+        lags = torch.arange(2 * n_edges, n_features)
+        blocks = [torch.cat([torch.arange(n_edges), lags]), torch.cat([torch.arange(n_edges, 2 * n_edges), lags])]
+        fit = fit_ridge_combination(torch.from_numpy(features), torch.from_numpy(y)[:, None], blocks, "stack")
+        self.weight_, self.bias_ = fit.weight[0].double().numpy(), float(fit.bias[0])
+        self.stack_ = LinearRegression().fit(np.column_stack([fit.loo[:, 0].double().numpy(), latents]), y)
         return self
 
     def _static(self, roi_timeseries: Sequence[np.ndarray]) -> np.ndarray:
@@ -65,5 +57,5 @@ class LatentOracle:
 
     def predict(self, roi_timeseries: Sequence[np.ndarray], latents: np.ndarray) -> np.ndarray:
         """Predictions [N] from series and the same latent parameters as in :meth:`fit`."""
-        static = self.ridge_.predict(self._static(roi_timeseries))
+        static = self._static(roi_timeseries) @ self.weight_ + self.bias_
         return self.stack_.predict(np.column_stack([static, latents]))

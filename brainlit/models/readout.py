@@ -69,8 +69,8 @@ class FCReadout(nn.Module):
     ``'both'`` reads both edge sets. With ``lags > 0`` each ROI's autocorrelation at lags
     1..lags joins them: the temporal structure FC discards (``benchmarks/beyond_fc.py``
     measures what it adds in closed form). :meth:`blocks` names the columns of each edge
-    kind with the autocorrelations, the feature sets of the averaged closed-form fit
-    (:func:`brainlit.tasks.closed_form.fit_ridge_average`). The weights start at zero, so at
+    kind with the autocorrelations, the feature sets of the combined closed-form fit
+    (:func:`brainlit.tasks.closed_form.fit_ridge_combination`). The weights start at zero, so at
     initialisation the model's output is the SSM path's alone.
 
     Args:

@@ -5,19 +5,32 @@ prediction. On the subjects the ridge was fit on, its in-sample predictions are 
 than on anyone else (their residuals are mostly noise), so those subjects get their
 leave-one-out ridge predictions instead (:func:`loo_ridge_predictions`), the classic
 cross-fitting of stacked models: the residuals the network sees are out-of-sample ones.
-With several feature sets (:meth:`brainlit.models.readout.FCReadout.blocks`) the read-out is
-the average of one ridge per set (:func:`fit_ridge_average`).
+With several feature sets (:meth:`brainlit.models.readout.FCReadout.blocks`) the read-out
+combines one ridge per set, averaged or stacked (:func:`fit_ridge_combination`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
+from scipy.optimize import nnls
 from sklearn.linear_model import RidgeCV
 
 ALPHAS = tuple(np.logspace(-1, 5, 25))
+Combine = Literal["mean", "stack"]
+
+
+class RidgeFit(NamedTuple):
+    """A closed-form read-out: one linear layer and what chose it."""
+
+    weight: torch.Tensor  # [T, E] on the raw features
+    bias: torch.Tensor  # [T]
+    loo: torch.Tensor  # [N, T] leave-one-out predictions of the subjects it was fit on
+    alphas: list[list[float]]  # each feature set's ridge penalty per target
+    block_weights: torch.Tensor  # [K, T] each feature set's weight in the combination
 
 
 def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -81,69 +94,108 @@ def loo_ridge_predictions(
     return torch.from_numpy(loo).float()
 
 
-def fit_ridge_average(
-    features: torch.Tensor, targets: torch.Tensor, blocks: Sequence[torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[float]]]:
-    """The average of one ridge per feature set, as one linear layer on all the features.
+def stacking_weights(loo: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Breiman's (1996) stacked-regression weights of K models, per target.
 
-    Each set (columns ``blocks[k]`` of ``features``, which may share columns) gets its own
-    :func:`fit_ridge_readout`; averaging linear models is a linear model, so their weights are
-    averaged into one ``[T, E]`` layer. Averaging the predictions of ridge fits on different
-    parametrisations of FC cuts the variance no single penalty removes (on the development
-    cohorts, ridge on correlation and on tangent FC averaged beat either alone for age).
-    The leave-one-out predictions of the average are the average of each fit's.
+    Non-negative least squares of the (centred) targets on the models' (centred)
+    leave-one-out predictions, with no sum-to-one constraint: weights may add up to more than
+    one and so undo part of ridge's shrinkage of the predictions towards the mean, which a
+    penalty chosen for squared error leaves too strong for the absolute error we report.
+
+    Args:
+        loo: ``[K, N, T]`` each model's leave-one-out predictions.
+        targets: ``[N, T]``.
 
     Returns:
-        ``weight [T, E]``, ``bias [T]``, leave-one-out predictions ``[N, T]`` and each set's
-        chosen penalty per target.
+        ``weights [K, T]`` and ``intercept [T]``, so that the stack predicts
+        ``intercept + sum_k weights[k] * prediction_k``.
     """
-    weight = torch.zeros(targets.shape[1], features.shape[1])
-    bias, loo, alphas = torch.zeros(targets.shape[1]), torch.zeros(targets.shape), []
-    for columns in blocks:
-        block_weight, block_bias, block_alphas = fit_ridge_readout(features[:, columns], targets)
-        weight[:, columns] += block_weight / len(blocks)
-        bias += block_bias / len(blocks)
-        loo += loo_ridge_predictions(features[:, columns], targets, block_alphas) / len(blocks)
-        alphas.append(block_alphas)
-    return weight, bias, loo, alphas
+    loo, targets = loo.double(), targets.double()
+    loo_mean, target_mean = loo.mean(1), targets.mean(0)  # [K, T], [T]
+    weights = torch.stack([
+        torch.from_numpy(nnls((loo[:, :, t] - loo_mean[:, None, t]).T.numpy(),
+                              (targets[:, t] - target_mean[t]).numpy())[0])
+        for t in range(targets.shape[1])
+    ], 1)  # [K, T]
+    return weights.float(), (target_mean - (weights * loo_mean).sum(0)).float()
+
+
+def fit_ridge_combination(
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    blocks: Sequence[torch.Tensor],
+    combine: Combine = "mean",
+) -> RidgeFit:
+    """One ridge per feature set, combined into one linear layer on all the features.
+
+    Each set (columns ``blocks[k]`` of ``features``, which may share columns) gets its own
+    :func:`fit_ridge_readout`; a weighted sum of linear models is a linear model, so their
+    weights are summed into one ``[T, E]`` layer. ``combine='mean'`` averages them: averaging
+    ridge fits on different parametrisations of FC cuts the variance no single penalty removes
+    (on the development cohorts, ridge on correlation and on tangent FC averaged beat either
+    alone for age). ``'stack'`` weighs them per target by :func:`stacking_weights` on their
+    leave-one-out predictions, so a set that predicts worse on the cohort at hand counts less
+    (on dynamic development cohorts the tangent set beat the mean of both by 0.5 years). The
+    leave-one-out predictions of the combination combine each fit's (for ``stack`` slightly
+    optimistic: K weights per target are fit on them).
+    """
+    fits = [fit_ridge_readout(features[:, columns], targets) for columns in blocks]
+    loos = torch.stack([loo_ridge_predictions(features[:, columns], targets, alphas)
+                        for columns, (_, _, alphas) in zip(blocks, fits, strict=True)])  # [K, N, T]
+    if combine == "stack":
+        weights, intercept = stacking_weights(loos, targets)
+    else:
+        weights, intercept = torch.full((len(blocks), targets.shape[1]), 1 / len(blocks)), torch.zeros(targets.shape[1])
+    weight, bias = torch.zeros(targets.shape[1], features.shape[1]), intercept.clone()
+    for columns, (block_weight, block_bias, _), block in zip(blocks, fits, weights, strict=True):
+        weight[:, columns] += block[:, None] * block_weight
+        bias += block * block_bias
+    loo = intercept + (weights[:, None, :] * loos).sum(0)
+    return RidgeFit(weight, bias, loo, [alphas for _, _, alphas in fits], weights)
 
 
 def fit_anchored_ridge(
-    features: torch.Tensor, targets: torch.Tensor, blocks: Sequence[torch.Tensor], anchor: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[float]]]:
-    """:func:`fit_ridge_average`, with the other targets chained to the ``anchor`` target's.
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    blocks: Sequence[torch.Tensor],
+    anchor: int | None = None,
+    combine: Combine = "mean",
+) -> RidgeFit:
+    """:func:`fit_ridge_combination`, with the other targets chained to the ``anchor`` target's.
 
     A regressor chain (classifier chains, Read et al. 2011, for regression): the anchor target
-    gets its averaged ridge; each other target is regressed (least squares, with intercept) on
-    the anchor's leave-one-out prediction, and an averaged ridge fits what that leaves. A
+    gets its combined ridge; each other target is regressed (least squares, with intercept) on
+    the anchor's leave-one-out prediction, and a combined ridge fits what that leaves. A
     target that is measured exactly and carries most of the FC signal (age) so lends its
     read-out to one that shares part of it (fluid intelligence, which falls with age), whose
     own ridge would learn that part from a noisier label. Every step is linear in the
     features, so the chain is still one linear layer; its leave-one-out predictions compose
     the parts' (the two chain coefficients are fit on all the subjects).
 
-    Returns:
-        As :func:`fit_ridge_average`; ``anchor=None`` (or a single target) is exactly it.
+    ``anchor=None`` (or a single target) is exactly :func:`fit_ridge_combination`; the other
+    targets' ``block_weights`` are those of the ridges on what the chain leaves.
     """
     if anchor is None or targets.shape[1] == 1:
-        return fit_ridge_average(features, targets, blocks)
+        return fit_ridge_combination(features, targets, blocks, combine)
     others = [t for t in range(targets.shape[1]) if t != anchor]
     targets = targets.float()
-    anchor_weight, anchor_bias, anchor_loo, anchor_alphas = fit_ridge_average(features, targets[:, [anchor]], blocks)
-    design = torch.cat([torch.ones_like(anchor_loo), anchor_loo], 1)  # [N, 2]
+    first = fit_ridge_combination(features, targets[:, [anchor]], blocks, combine)
+    design = torch.cat([torch.ones_like(first.loo), first.loo], 1)  # [N, 2]
     coef = torch.linalg.lstsq(design.double(), targets[:, others].double()).solution.float()  # [2, T - 1]
-    rest_weight, rest_bias, rest_loo, rest_alphas = fit_ridge_average(features, targets[:, others] - design @ coef, blocks)
+    rest = fit_ridge_combination(features, targets[:, others] - design @ coef, blocks, combine)
     weight, bias, loo = torch.empty(targets.shape[1], features.shape[1]), torch.empty(targets.shape[1]), torch.empty(targets.shape)
-    weight[anchor], bias[anchor], loo[:, anchor] = anchor_weight[0], anchor_bias[0], anchor_loo[:, 0]
-    weight[others] = coef[1, :, None] * anchor_weight + rest_weight
-    bias[others] = coef[0] + coef[1] * anchor_bias + rest_bias
-    loo[:, others] = design @ coef + rest_loo
+    block_weights = torch.empty(len(blocks), targets.shape[1])
+    weight[anchor], bias[anchor], loo[:, anchor], block_weights[:, anchor] = first.weight[0], first.bias[0], first.loo[:, 0], first.block_weights[:, 0]
+    weight[others] = coef[1, :, None] * first.weight + rest.weight
+    bias[others] = coef[0] + coef[1] * first.bias + rest.bias
+    loo[:, others] = design @ coef + rest.loo
+    block_weights[:, others] = rest.block_weights
     alphas = []
-    for anchor_chosen, rest_chosen in zip(anchor_alphas, rest_alphas, strict=True):
+    for anchor_chosen, rest_chosen in zip(first.alphas, rest.alphas, strict=True):
         chosen = list(rest_chosen)
         chosen.insert(anchor, anchor_chosen[0])
         alphas.append(chosen)
-    return weight, bias, loo, alphas
+    return RidgeFit(weight, bias, loo, alphas, block_weights)
 
 
 def network_share_weights(pred: torch.Tensor, true: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:

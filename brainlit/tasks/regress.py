@@ -22,7 +22,7 @@ from brainlit.models.readout import EDGE_KINDS, Connectivity, FCReadout
 from brainlit.models.rwmoe import correlation
 from brainlit.tasks.base import BrainTask, decay_groups
 from brainlit.tasks.checkpoints import load_encoder
-from brainlit.tasks.closed_form import fit_anchored_ridge, network_share_weights
+from brainlit.tasks.closed_form import Combine, fit_anchored_ridge, network_share_weights
 from brainlit.tasks.figures import log_expert_maps, log_prediction_scatter
 from brainlit.tasks.specs import (
     EncoderSpec,
@@ -122,10 +122,16 @@ class RegressionTask(BrainTask):
             geometric mean of the fold's training and validation runs (nilearn
             ``ConnectivityMeasure(kind="tangent")``, fit at the start of ``fit``), the features
             of the tangent ridge baseline (Dadi et al. 2019 found them the best for prediction),
-            or ``both``; a ``ridge`` read-out on ``both`` is the average of a ridge on each
-            edge set (each with the autocorrelations), which on two development cohorts beat
-            either alone for age and came within 0.07 points of the better one for fluid
-            intelligence.
+            or ``both``: a ``ridge`` read-out on ``both`` fits a ridge on each edge set (each
+            with the autocorrelations) and combines them as ``readout_combine`` says.
+        readout_combine: How a ``ridge`` read-out on several edge sets combines their ridges:
+            ``mean`` averages them (on two stationary development cohorts that beat either
+            alone for age); ``stack`` weighs them per target by non-negative least squares on
+            their leave-one-out predictions (Breiman's stacked regression,
+            :func:`~brainlit.tasks.closed_form.stacking_weights`), so the set that predicts
+            better on the cohort at hand counts more, and weights summing to more than one
+            undo part of ridge's shrinkage. In closed form on four development cohorts it
+            cut the age MAE by 0.2 to 1.2 years against ``mean`` (docs/regressor.md).
         readout_anchor: With a ``ridge`` read-out, the target (e.g. ``age``) whose read-out the
             others are chained to: each other target is regressed on its cross-fitted read-out
             prediction, plus a ridge on what that leaves (a regressor chain, see
@@ -194,6 +200,7 @@ class RegressionTask(BrainTask):
         readout_lags: int = 0,
         readout_connectivity: Connectivity = "correlation",
         readout_anchor: str | None = None,
+        readout_combine: Combine = "mean",
         zero_head: bool = False,
         direct_weight: float = 0.0,
         pretrained: str | None = None,
@@ -220,6 +227,9 @@ class RegressionTask(BrainTask):
         if readout_anchor is not None and (fc_readout != "ridge" or readout_anchor not in target_names):
             raise ValueError(f"readout_anchor {readout_anchor!r} needs fc_readout: ridge and one of the "
                              f"targets {target_names}.")
+        if readout_combine not in ("mean", "stack") or (readout_combine != "mean" and fc_readout != "ridge"):
+            raise ValueError(f"readout_combine must be mean or stack (stack with fc_readout: ridge), "
+                             f"got {readout_combine!r}.")
         if network_share != "all" and fc_readout != "ridge":
             raise ValueError(f"network_share: {network_share} weighs the network against a closed-form "
                              "read-out: set fc_readout: ridge, or network_share: all.")
@@ -296,13 +306,15 @@ class RegressionTask(BrainTask):
             features = torch.cat([readout.features(x, correlation(x)) for x in series]).cpu()
         anchor = self.hparams.readout_anchor
         anchor = None if anchor is None else list(self.hparams.target_names).index(anchor)
-        weight, bias, loo, alphas = fit_anchored_ridge(features, targets, readout.blocks(), anchor)
-        self.stacked_offsets = dict(zip(subjects, loo, strict=True))
-        self._each_readout(lambda readout: readout.set_weights(weight.to(self.device), bias.to(self.device)))
-        penalties = "; ".join(f"{kind}: " + ", ".join(f"{a:g}" for a in chosen)
-                              for kind, chosen in zip(readout.kinds, alphas, strict=True))
+        fit = fit_anchored_ridge(features, targets, readout.blocks(), anchor, self.hparams.readout_combine)
+        self.stacked_offsets = dict(zip(subjects, fit.loo, strict=True))
+        self._each_readout(lambda readout: readout.set_weights(fit.weight.to(self.device), fit.bias.to(self.device)))
+        sets = "; ".join(f"{kind}: penalty " + ", ".join(f"{a:g}" for a in chosen) + ", weight "
+                         + ", ".join(f"{w:.2f}" for w in block_weights.tolist())
+                         for kind, chosen, block_weights in zip(readout.kinds, fit.alphas, fit.block_weights, strict=True))
         chained = f"; the other targets chained to {self.hparams.readout_anchor}" if anchor is not None else ""
-        log.info("FC read-out fit by ridge on %d training runs (penalty per target, %s)%s", len(runs), penalties, chained)
+        log.info("FC read-out fit by ridge on %d training runs (%s combined by %s; per target, %s)%s",
+                 len(runs), len(readout.kinds), self.hparams.readout_combine, sets, chained)
 
     def _each_readout(self, install: Callable[[FCReadout], None]) -> None:
         """Apply ``install`` to the read-out of the trained weights and of their moving average."""
