@@ -6,7 +6,9 @@ both in closed form, on repeated stratified k-fold of a brainlit cache (no learn
 ridge, so it takes a minute): ridge on FC, ridge on each ROI's autocorrelation at lags
 1..``max_lag`` ("dynamics"), ridge on both, ridge on tangent-space FC (reference fit on each
 fold's training subjects) alone and with the dynamics, the average of the two ridge fits with
-the dynamics (what the model's read-out is with ``readout_connectivity: both``), and kernel ridge
+the dynamics (what the model's read-out is with ``readout_connectivity: both``), the two
+stacked by their leave-one-out predictions (the read-out's own fit with ``readout_combine:
+stack``, :func:`brainlit.tasks.closed_form.fit_ridge_combination`), and kernel ridge
 (the baseline's) on FC and on FC + dynamics.
 The paired difference of ridge on FC + dynamics against ridge on FC says how much a model that
 reads the dynamics could gain; a learned model that does not reach it has not learned them.
@@ -21,6 +23,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from measure import markdown_table
 from nilearn.connectome import ConnectivityMeasure
 from sklearn.linear_model import RidgeCV
@@ -32,9 +35,12 @@ from brainlit.baselines.fc_ridge import FCKernelRidge, fc_features
 from brainlit.baselines.oracle import lag_features
 from brainlit.data.cache import CacheReader
 from brainlit.metrics import corrected_paired_interval
+from brainlit.models.readout import feature_blocks
+from brainlit.tasks.closed_form import fit_ridge_combination
 
 ALPHAS = np.logspace(-2, 5, 30)
 AVERAGE = "fc + dynamics and tangent + dynamics, averaged"  # the read-out's readout_connectivity: both
+STACKED = "fc + dynamics and tangent + dynamics, stacked"  # ... with readout_combine: stack
 
 
 def dynamics_features(series: np.ndarray, max_lag: int = 3) -> np.ndarray:
@@ -46,6 +52,13 @@ def dynamics_features(series: np.ndarray, max_lag: int = 3) -> np.ndarray:
 def _ridge(train: np.ndarray, y: np.ndarray, test: np.ndarray) -> np.ndarray:
     model = make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS)).fit(train, y)
     return model.predict(test)
+
+
+def _stacked(features: np.ndarray, n_edges: int, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """The read-out's stacked fit on ``[fc edges, tangent edges, dynamics]`` columns."""
+    blocks = feature_blocks(n_edges, 2, features.shape[1])
+    fit = fit_ridge_combination(torch.from_numpy(features[train]), torch.from_numpy(y[train])[:, None], blocks, "stack")
+    return features[test] @ fit.weight[0].double().numpy() + float(fit.bias[0])
 
 
 def tangent_features(series: np.ndarray, train: np.ndarray) -> np.ndarray:
@@ -74,6 +87,8 @@ def evaluate(series: np.ndarray, targets: dict[str, np.ndarray], folds: int, rep
                 features = {**fixed, "tangent": tangent, "tangent + dynamics": np.hstack([tangent, fixed["dynamics"]])}
                 preds = {name: _ridge(x[train], y[train], x[test]) for name, x in features.items()}
                 preds[AVERAGE] = (preds["fc + dynamics"] + preds["tangent + dynamics"]) / 2
+                preds[STACKED] = _stacked(np.hstack([fixed["fc"], tangent, fixed["dynamics"]]), tangent.shape[1],
+                                          y, train, test)
                 for name, pred in preds.items():
                     rows.append(_row(target, repeat, fold, f"ridge on {name}", pred, y[test]))
                 for name in ("fc", "fc + dynamics"):

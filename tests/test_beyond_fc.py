@@ -32,6 +32,7 @@ def test_a_target_carried_by_dynamics_alone_is_found_by_dynamics_and_missed_by_f
     mae = {row["model"]: row["mae"] for row in beyond_fc.summarize(rows, 3)}
     assert mae["ridge on dynamics"] < 0.5 * mae["ridge on fc"]
     assert mae["ridge on fc + dynamics"] < mae["ridge on fc"]
+    assert mae[f"ridge on {beyond_fc.STACKED}"] < 0.5 * mae["ridge on fc"]  # the read-out's stacked fit finds it too
     by_fold = {(r["fold"], r["model"]): r["mae"] for r in rows}
     averaged = [by_fold[f, f"ridge on {beyond_fc.AVERAGE}"] for f in range(3)]
     parts = [by_fold[f, "ridge on fc + dynamics"] + by_fold[f, "ridge on tangent + dynamics"] for f in range(3)]

@@ -10,7 +10,7 @@ from sklearn.linear_model import LinearRegression
 
 from brainlit.baselines.fc_ridge import fc_features
 from brainlit.baselines.tangent_ridge import fit_tangent, tangent_features
-from brainlit.models.readout import autocorrelation
+from brainlit.models.readout import autocorrelation, feature_blocks
 from brainlit.tasks.closed_form import fit_ridge_combination
 
 ORACLE = "oracle (true latents)"
@@ -42,9 +42,7 @@ class LatentOracle:
         y = np.asarray(y, dtype=np.float64)
         self.tangent_ = fit_tangent(roi_timeseries)
         features = self._static(roi_timeseries)
-        n_edges, n_features = fc_features(roi_timeseries[:1]).shape[1], features.shape[1]
-        lags = torch.arange(2 * n_edges, n_features)
-        blocks = [torch.cat([torch.arange(n_edges), lags]), torch.cat([torch.arange(n_edges, 2 * n_edges), lags])]
+        blocks = feature_blocks(fc_features(roi_timeseries[:1]).shape[1], 2, features.shape[1])
         fit = fit_ridge_combination(torch.from_numpy(features), torch.from_numpy(y)[:, None], blocks, "stack")
         self.weight_, self.bias_ = fit.weight[0].double().numpy(), float(fit.bias[0])
         self.stack_ = LinearRegression().fit(np.column_stack([fit.loo[:, 0].double().numpy(), latents]), y)

@@ -57,6 +57,13 @@ def tangent_space(cov: torch.Tensor, whitening: torch.Tensor) -> torch.Tensor:
     return vectors @ torch.diag_embed(values.clamp_min(1e-10).log()) @ vectors.transpose(-1, -2)
 
 
+def feature_blocks(n_edges: int, n_kinds: int, n_features: int) -> list[torch.Tensor]:
+    """Column indices of each edge kind together with the columns shared by all (the
+    autocorrelations), for features laid out as ``[kind 0 edges, kind 1 edges, ..., shared]``."""
+    shared = torch.arange(n_kinds * n_edges, n_features)
+    return [torch.cat([torch.arange(k * n_edges, (k + 1) * n_edges), shared]) for k in range(n_kinds)]
+
+
 class FCReadout(nn.Module):
     """Linear read-out of the window's FC edges (and optionally each ROI's autocorrelation),
     ``x [B, R, T]``, ``fc [B, R, R]`` -> ``[B, n_targets]``.
@@ -113,9 +120,7 @@ class FCReadout(nn.Module):
 
     def blocks(self) -> list[torch.Tensor]:
         """Column indices into :meth:`features` of each edge kind together with the autocorrelations."""
-        n_edges, n_features = self.upper.shape[1], self.linear.in_features
-        shared = torch.arange(len(self.kinds) * n_edges, n_features)
-        return [torch.cat([torch.arange(k * n_edges, (k + 1) * n_edges), shared]) for k in range(len(self.kinds))]
+        return feature_blocks(self.upper.shape[1], len(self.kinds), self.linear.in_features)
 
     def edges(self, x: torch.Tensor, fc: torch.Tensor, kind: str) -> torch.Tensor:
         """``[B, R, R]``: Fisher-z correlations, or tangent-space covariances in float64 for ``tangent``."""
