@@ -6,6 +6,13 @@ import pytest
 import torch
 
 from brainlit.tasks.base import warmup_cosine
+from brainlit.tasks.closed_form import (
+    fit_anchored_ridge,
+    fit_ridge_combination,
+    fit_ridge_readout,
+    loo_ridge_predictions,
+    stacking_weights,
+)
 from brainlit.tasks.predictions import bias_corrected_gap
 from brainlit.tasks.regress import sliding_windows
 
@@ -48,8 +55,6 @@ def test_bias_correction_removes_the_age_trend_of_the_gap():
 def test_leave_one_out_ridge_matches_refitting_without_each_subject():
     from sklearn.linear_model import Ridge
 
-    from brainlit.tasks.closed_form import fit_ridge_readout, loo_ridge_predictions
-
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.normal(size=(30, 12)) * rng.uniform(0.5, 3, 12))
     y = torch.tensor(rng.normal(size=(30, 2)))
@@ -76,12 +81,6 @@ def _ridge_fit(x: torch.Tensor, y: torch.Tensor, alphas: list[float]) -> torch.T
 
 
 def test_averaged_ridge_is_the_mean_of_one_ridge_per_feature_set():
-    from brainlit.tasks.closed_form import (
-        fit_ridge_combination,
-        fit_ridge_readout,
-        loo_ridge_predictions,
-    )
-
     rng = np.random.default_rng(1)
     x = torch.tensor(rng.normal(size=(40, 10)))
     y = torch.tensor(rng.normal(size=(40, 2)))
@@ -100,8 +99,6 @@ def test_averaged_ridge_is_the_mean_of_one_ridge_per_feature_set():
 
 
 def test_stacking_weights_are_non_negative_least_squares_on_the_held_out_predictions():
-    from brainlit.tasks.closed_form import stacking_weights
-
     rng = np.random.default_rng(3)
     good, other = torch.tensor(rng.normal(size=(2, 200)))
     y = torch.stack([5.0 + 1.3 * good, 2.0 - other], 1)  # target 0: 1.3 x model 0; target 1: anti-correlated with model 1
@@ -114,12 +111,6 @@ def test_stacking_weights_are_non_negative_least_squares_on_the_held_out_predict
 
 
 def test_stacked_ridge_weighs_the_feature_set_that_predicts_and_is_one_linear_layer():
-    from brainlit.tasks.closed_form import (
-        fit_ridge_combination,
-        loo_ridge_predictions,
-        stacking_weights,
-    )
-
     rng = np.random.default_rng(4)
     x = torch.tensor(rng.normal(size=(300, 40)))
     y = (x[:, :10].sum(1) + 2.0 * torch.tensor(rng.normal(size=300)))[:, None]
@@ -139,8 +130,6 @@ def test_stacked_ridge_weighs_the_feature_set_that_predicts_and_is_one_linear_la
 
 
 def test_anchored_ridge_chains_the_other_targets_to_the_anchors_cross_fitted_read_out():
-    from brainlit.tasks.closed_form import fit_anchored_ridge, fit_ridge_combination
-
     rng = np.random.default_rng(2)
     x = torch.tensor(rng.normal(size=(240, 30)))
     age = x[:, :10].sum(1) + rng.normal(size=240)  # carried by the features, measured exactly
