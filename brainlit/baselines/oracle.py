@@ -42,7 +42,8 @@ class LatentOracle:
         y = np.asarray(y, dtype=np.float64)
         self.tangent_ = fit_tangent(roi_timeseries)
         features = self._static(roi_timeseries)
-        blocks = feature_blocks(fc_features(roi_timeseries[:1]).shape[1], 2, features.shape[1])
+        n_rois = len(roi_timeseries[0])
+        blocks = feature_blocks(n_rois * (n_rois - 1) // 2, 2, features.shape[1])  # correlation | tangent | lags
         fit = fit_ridge_combination(torch.from_numpy(features), torch.from_numpy(y)[:, None], blocks, "stack")
         self.weight_, self.bias_ = fit.weight[0].double().numpy(), float(fit.bias[0])
         self.stack_ = LinearRegression().fit(np.column_stack([fit.loo[:, 0].double().numpy(), latents]), y)
