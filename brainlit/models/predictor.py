@@ -63,8 +63,8 @@ class BrainRegressor(nn.Module):
 
     The SSM reads ``sequence='patch'``: tokens averaged over ROIs, ``[B, P, D]``; or
     ``'roi_major'``: all tokens flattened ROI by ROI, ``[B, R * P, D]``. After ``ssm_layers``
-    Mamba blocks the sequence is mean-pooled, layer-normed, dropped out and mapped linearly to
-    one output per target.
+    Mamba blocks the sequence is pooled over time (``pool``), layer-normed, dropped out and
+    mapped linearly to one output per target.
 
     Args:
         encoder: The :class:`PatchEncoder` (pretrained or not); ``R`` and ``D`` are its own.
@@ -89,6 +89,11 @@ class BrainRegressor(nn.Module):
         expand: Mamba inner width as a multiple of ``d_model``.
         ssm_backend: ``auto``, ``cuda`` (mamba-ssm kernels) or ``torch``.
         sequence: ``patch`` (pool ROIs, scan patches) or ``roi_major`` (scan all tokens).
+        pool: ``mean`` over the sequence, or ``stats``: mean and standard deviation of every
+            channel over the sequence, concatenated (statistics pooling, as in x-vector speaker
+            embeddings, Snyder et al. 2018). A mean keeps what the scan's tokens share; how
+            much a learned feature moves over the scan (e.g. how coupling changes) is lost in
+            it and kept by the standard deviation.
         roi_pool: For ``patch``: ``linear`` narrows every token to ``roi_dim`` channels (shared
             weights), concatenates a patch's R narrowed tokens and projects ``[R * roi_dim]`` to
             ``D``, so which ROI carried what survives; ``mean`` averages the ROI tokens (ROI
@@ -130,6 +135,7 @@ class BrainRegressor(nn.Module):
         expand: int = 2,
         ssm_backend: Literal["auto", "cuda", "torch"] = "auto",
         sequence: Literal["patch", "roi_major"] = "patch",
+        pool: Literal["mean", "stats"] = "mean",
         roi_pool: Literal["linear", "mean"] = "linear",
         roi_dim: int = 8,
         head_dropout: float = 0.1,
@@ -145,7 +151,9 @@ class BrainRegressor(nn.Module):
                 f"need sequence in {{patch, roi_major}} and roi_pool in {{linear, mean}}, "
                 f"got {sequence!r}, {roi_pool!r}."
             )
-        self.sequence = sequence
+        if pool not in ("mean", "stats"):
+            raise ValueError(f"need pool in {{mean, stats}}, got {pool!r}.")
+        self.sequence, self.pool = sequence, pool
         self.encoder = encoder
         n_rois, d_model = encoder.n_rois, encoder.d_model
         self.moe = RandomWalkMoE(
@@ -158,10 +166,11 @@ class BrainRegressor(nn.Module):
         self.ssm = nn.ModuleList(
             MambaBlock(d_model, d_state, d_conv, expand, ssm_backend) for _ in range(ssm_layers)
         )
-        self.norm = nn.LayerNorm(d_model)
+        pooled_dim = d_model * (2 if pool == "stats" else 1)
+        self.norm = nn.LayerNorm(pooled_dim)
         self.head_dropout = nn.Dropout(head_dropout)
-        self.head = nn.Linear(d_model, n_targets)
-        self.direct_head = nn.Linear(d_model, n_targets) if direct_head else None
+        self.head = nn.Linear(pooled_dim, n_targets)
+        self.direct_head = nn.Linear(pooled_dim, n_targets) if direct_head else None
         self.fc_readout = (
             FCReadout(n_rois, n_targets, fc_dropout, lags=readout_lags, connectivity=readout_connectivity)
             if fc_readout else None
@@ -226,7 +235,7 @@ class BrainRegressor(nn.Module):
         sequence = self.to_sequence(tokens)  # [B, L, D]
         for block in self.ssm:
             sequence = block(sequence)
-        pooled = self.norm(sequence.mean(1))  # [B, D]
+        pooled = self.norm(self.pool_time(sequence))  # [B, D] or [B, 2D]
         pred = self.head(self.head_dropout(pooled))
         if self.direct_head is not None:
             aux["direct"] = self.direct_head(self.head_dropout(pooled))
@@ -234,6 +243,14 @@ class BrainRegressor(nn.Module):
             aux["readout"] = self.fc_readout(x, fc) if fc_prediction is None else fc_prediction
             pred = pred + aux["readout"].to(pred.dtype)
         return pred, aux
+
+    def pool_time(self, sequence: torch.Tensor) -> torch.Tensor:
+        """``[B, L, D]`` -> ``[B, D]`` (``mean``) or ``[B, 2 D]`` (``stats``: mean, then std)."""
+        mean = sequence.mean(1)
+        if self.pool == "mean":
+            return mean
+        std = (sequence - mean.unsqueeze(1)).square().mean(1).add(1e-6).sqrt()
+        return torch.cat([mean, std], dim=-1)
 
     def to_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
         """The SSM's input ``[B, L, D]`` from tokens ``[B, R, P, D]`` (see ``sequence``, ``roi_pool``)."""

@@ -100,6 +100,8 @@ class SSMSpec:
         expand: Inner width as a multiple of ``d_model``.
         backend: ``auto`` uses mamba-ssm CUDA kernels when importable and on GPU, else pure PyTorch.
         sequence: ``patch`` pools ROIs and scans over patches; ``roi_major`` scans all ROI tokens.
+        pool: How the scanned sequence becomes one vector: ``mean``, or ``stats`` (mean and
+            standard deviation over time: how much each learned feature moves over the scan).
         roi_pool: How ``patch`` pools the ROIs of a patch: ``linear`` (a learned projection of
             the concatenated, narrowed ROI tokens: keeps which ROI carried what) or ``mean``.
         roi_dim: Channels each ROI token is narrowed to before the ``linear`` pool.
@@ -111,6 +113,7 @@ class SSMSpec:
     expand: int = 2
     backend: Literal["auto", "cuda", "torch"] = "auto"
     sequence: Literal["patch", "roi_major"] = "patch"
+    pool: Literal["mean", "stats"] = "mean"
     roi_pool: Literal["linear", "mean"] = "linear"
     roi_dim: int = 8
 

@@ -97,6 +97,20 @@ def test_linear_roi_pool_keeps_which_roi_carried_a_signal():
     torch.testing.assert_close(pooled.to_sequence(first), pooled.to_sequence(last))
 
 
+def test_statistics_pooling_sees_how_much_a_feature_moves_over_the_scan():
+    steady = torch.zeros(1, 6, 32)
+    moving = steady.clone()
+    moving[:, ::2], moving[:, 1::2] = 1.0, -1.0  # same mean over time, larger swings
+    mean_pool, stats_pool = tiny_regressor(pool="mean"), tiny_regressor(pool="stats")
+    torch.testing.assert_close(mean_pool.pool_time(steady), mean_pool.pool_time(moving))
+    assert stats_pool.pool_time(moving).shape == (1, 64)
+    assert torch.allclose(stats_pool.pool_time(moving)[:, 32:], torch.ones(1, 32), atol=1e-5)
+    pred, _ = stats_pool(torch.randn(2, 8, 40))
+    assert pred.shape == (2, 1)
+    with pytest.raises(ValueError, match="pool"):
+        tiny_regressor(pool="max")
+
+
 def test_readout_lags_add_each_rois_autocorrelation_to_the_fc_features():
     from brainlit.models.readout import autocorrelation
     from brainlit.models.rwmoe import correlation
