@@ -204,8 +204,11 @@ class FMRIDataModule(L.LightningDataModule):
 
     @property
     def roi_coordinates(self) -> np.ndarray | None:
-        """ROI centres ``[R, 3]`` for brain maps, if the atlas has them."""
-        return self._ensure_cache().roi_coordinates
+        """ROI centres ``[R, 3]`` for brain maps, if the atlas has them (None for array files,
+        whose ROIs the default atlas does not describe)."""
+        reader = self._ensure_cache()
+        coords = reader.roi_coordinates
+        return coords if coords is not None and len(coords) == reader.n_rois else None
 
     @property
     def n_timepoints(self) -> int:

@@ -75,6 +75,7 @@ def test_sidecar_tr_is_the_runs_tr_and_a_mismatch_names_the_sidecar(tmp_path):
     assert "differs from the cohort's 0.720 s" in reason
     with h5py.File(data.cache_path) as h5:
         assert h5["subjects/sub-01"].attrs["t_r"] == pytest.approx(0.72)
+    assert data.roi_coordinates is None  # the default atlas's centres are not these 6 ROIs'
 
 
 def test_an_array_stored_the_other_way_round_is_named_with_the_option_to_set(tmp_path):
