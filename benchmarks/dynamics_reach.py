@@ -2,15 +2,22 @@
 
 The oracle row of a dynamic cohort (``brainlit.baselines.oracle``) knows each subject's true
 switching speed. No model of a finite scan gets all of it. This benchmark bounds what is
-reachable from the BOLD: on one simulated cohort (ROI series, no images), cross-validated
-ridges on the same folds read
+reachable from the BOLD: on one simulated cohort (ROI series, no images), on the same
+cross-validation folds, it compares
 
-- static features: Fisher-z FC and each ROI's autocorrelation at lags 1-3 (what brainlit's
-  read-out reads, correlation edges only);
-- the same plus the mechanism's own probes (:func:`brainlit.data.simulate.probe.switching_features`:
-  the autocorrelation of the windowed between-minus-within-network correlation at many lags and
-  windows). They know which ROIs form a network, which no model of unknown data does;
-- the same static features plus the true log dwell (the oracle's extra knowledge).
+- brainlit's closed-form read-out: ridges on correlation FC and on tangent FC, each with every
+  ROI's autocorrelation at lags 1-3, stacked (``readout_combine: stack``);
+- the read-out plus the mechanism's own probes
+  (:func:`brainlit.data.simulate.probe.switching_features`: the autocorrelation of the windowed
+  between-minus-within-network correlation at many lags and windows), a ridge on the
+  read-out's leave-one-out residual. They know which ROIs form a network, which no model of
+  unknown data does;
+- the read-out plus the true log dwell (the experiment's oracle row).
+
+Besides age and fluid intelligence it regresses the true log dwell itself: how much of the
+switching speed a scan shows beyond what static FC says of it. ``--set`` changes the
+generative model, e.g. ``--set dwell_age_slope=0 --set dwell_integrity_effect=0`` leaves the
+speed unrelated to anything static.
 
     python benchmarks/dynamics_reach.py --seed 1 --out benchmarks/results/dynamics_reach
 """
@@ -23,44 +30,52 @@ from pathlib import Path
 
 import numpy as np
 from measure import markdown_table
-from sklearn.linear_model import RidgeCV
-from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.linear_model import LinearRegression, RidgeCV
+from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from brainlit.baselines.fc_ridge import fc_features
-from brainlit.baselines.oracle import lag_features
+from brainlit.baselines.oracle import LatentOracle
 from brainlit.data.simulate import GenerativeModel, SimulatedCohort, simulate_roi_timeseries
 from brainlit.data.simulate.probe import switching_features
 
+MEAN, READOUT, PROBES, TRUE = "the training mean", "the read-out (static)", "+ the mechanism's probes", "+ the true log dwell"
+TARGETS = ("age", "fluid_intelligence", "log_dwell")
 
-def cv_mae(features: np.ndarray, target: np.ndarray, n_folds: int, repeats: int) -> float:
-    """Mean MAE of a standardised RidgeCV over ``repeats`` shuffled ``n_folds``-fold splits."""
-    ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 30)))
-    maes = []
-    for repeat in range(repeats):
-        cv = KFold(n_folds, shuffle=True, random_state=repeat)
-        maes.append(np.abs(cross_val_predict(ridge, features, target, cv=cv) - target).mean())
-    return float(np.mean(maes))
+
+def fold_predictions(series: list[np.ndarray], y: np.ndarray, probes: np.ndarray, dwell: np.ndarray,
+                     train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
+    """Test predictions of the mean, the read-out, + probes and + true log dwell, fit on ``train`` only."""
+    oracle = LatentOracle().fit([series[i] for i in train], y[train], dwell[train, None])
+    readout = oracle.readout([series[i] for i in test])
+    calibrate = LinearRegression().fit(oracle.loo_[:, None], y[train])
+    residual = y[train] - calibrate.predict(oracle.loo_[:, None])
+    ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 30))).fit(probes[train], residual)
+    return {MEAN: np.full(len(test), y[train].mean()), READOUT: readout, PROBES: calibrate.predict(readout[:, None]) + ridge.predict(probes[test]),
+            TRUE: oracle.predict([series[i] for i in test], dwell[test, None])}
 
 
 def reach_rows(cohort: SimulatedCohort, n_folds: int, repeats: int) -> list[dict]:
-    """MAE per target of the three feature sets (module docstring) on one dynamic cohort."""
+    """MAE per target (``TARGETS``) of the four models (module docstring) on one dynamic cohort."""
     series = [s.astype(float) for s in cohort.roi_timeseries]
-    static = np.hstack([fc_features(series), lag_features(series, 3)])
     probes = np.stack([switching_features(s, cohort.modules) for s in series])
-    dwell = cohort.latents["dynamics_log_mean_dwell"].to_numpy()[:, None]
-    inputs = {"static FC + autocorrelations": static, "+ the mechanism's probes": np.hstack([static, probes]),
-              "+ the true log dwell": np.hstack([static, dwell])}
-    rows = []
-    for name, features in inputs.items():
-        row = {"features": name}
-        for target in ("age", "fluid_intelligence"):
-            y = cohort.phenotypes[target].to_numpy(float)
-            keep = ~np.isnan(y)
-            row[target] = cv_mae(features[keep], y[keep], n_folds, repeats)
-        rows.append(row)
-    return rows
+    dwell = cohort.latents["dynamics_log_mean_dwell"].to_numpy()
+    targets = {t: cohort.phenotypes[t].to_numpy(float) for t in TARGETS[:2]} | {"log_dwell": dwell}
+    errors: dict[tuple[str, str], list[float]] = {}
+    for target, y in targets.items():
+        keep = np.flatnonzero(~np.isnan(y))
+        for repeat in range(repeats):
+            for train, test in KFold(n_folds, shuffle=True, random_state=repeat).split(keep):
+                preds = fold_predictions(series, y, probes, dwell, keep[train], keep[test])
+                for model, pred in preds.items():
+                    errors.setdefault((model, target), []).append(float(np.abs(pred - y[keep[test]]).mean()))
+    return [{"features": model, **{t: float(np.mean(errors[model, t])) for t in TARGETS}}
+            for model in (MEAN, READOUT, PROBES, TRUE)]
+
+
+def model_overrides(pairs: list[str]) -> dict[str, float]:
+    """``["dwell_sd=0.8", ...]`` -> ``{"dwell_sd": 0.8}`` (GenerativeModel fields)."""
+    return {key: float(value) for key, value in (pair.split("=", 1) for pair in pairs)}
 
 
 def main() -> None:
@@ -70,16 +85,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a GenerativeModel field, e.g. dwell_sd=0.8 (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dynamics_reach"))
     args = parser.parse_args()
-    cohort = simulate_roi_timeseries(args.subjects, 32, args.volumes, seed=args.seed,
-                                     model=GenerativeModel(dynamics="switching"))
+    model = GenerativeModel(dynamics="switching", **model_overrides(args.set))
+    cohort = simulate_roi_timeseries(args.subjects, 32, args.volumes, seed=args.seed, model=model)
     rows = reach_rows(cohort, args.folds, args.repeats)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "dynamics_reach.json").write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1))
-    table = markdown_table([{**r, "age": f"{r['age']:.2f}", "fluid_intelligence": f"{r['fluid_intelligence']:.2f}"}
-                            for r in rows], [("features", "ridge on"), ("age", "age MAE"),
-                                             ("fluid_intelligence", "fluid intelligence MAE")])
+    table = markdown_table([{**r, **{t: f"{r[t]:.2f}" for t in TARGETS}} for r in rows],
+                           [("features", "model"), ("age", "age MAE"), ("fluid_intelligence", "fluid intelligence MAE"),
+                            ("log_dwell", "log dwell MAE")])
     (args.out / "dynamics_reach.md").write_text(f"# What a dynamic cohort's BOLD lets a ridge reach\n\n{table}\n")
     print(table)
 

@@ -118,13 +118,31 @@ def test_the_memory_breakdown_names_where_a_training_forward_keeps_its_tensors(o
     assert kept["encoder: MLP"] > kept["head"] > 0
 
 
-def test_the_dynamics_reach_table_reads_static_probes_and_true_dwell_on_the_same_folds():
+def test_the_dynamics_reach_table_reads_the_readout_probes_and_true_dwell_on_the_same_folds():
     import dynamics_reach
 
-    cohort = simulate_roi_timeseries(24, 32, 60, seed=0, model=GenerativeModel(dynamics="switching"))
-    rows = dynamics_reach.reach_rows(cohort, n_folds=3, repeats=1)
-    assert [r["features"] for r in rows] == ["static FC + autocorrelations", "+ the mechanism's probes",
-                                             "+ the true log dwell"]
-    assert all(np.isfinite(r["age"]) and np.isfinite(r["fluid_intelligence"]) for r in rows)
-    target = np.arange(30.0)
-    assert dynamics_reach.cv_mae(np.c_[target, np.zeros(30)], target, 3, 1) < 1.0  # the target itself
+    model = GenerativeModel(dynamics="switching", **dynamics_reach.model_overrides(["dwell_sd=0.8"]))
+    cohort = simulate_roi_timeseries(30, 32, 60, seed=0, model=model)
+    rows = {r["features"]: r for r in dynamics_reach.reach_rows(cohort, n_folds=3, repeats=1)}
+    assert list(rows) == [dynamics_reach.MEAN, dynamics_reach.READOUT, dynamics_reach.PROBES, dynamics_reach.TRUE]
+    assert all(np.isfinite(r[t]) for r in rows.values() for t in dynamics_reach.TARGETS)
+    assert rows[dynamics_reach.TRUE]["log_dwell"] < 1e-6 < rows[dynamics_reach.READOUT]["log_dwell"]  # the target itself
+
+
+def test_the_capability_toy_hides_the_speed_from_static_statistics_but_not_from_windowed_fc(tmp_path):
+    import dynamics_capability as toy
+
+    from brainlit.data.simulate.probe import switching_course
+
+    rng = np.random.default_rng(0)
+    fast, slow = (toy.subject_run(rng, dwell, 16, 4000, noise=0.0) for dwell in (2.0, 200.0))
+    for run in (fast, slow):  # every ROI is the same AR(1) process, whatever the speed
+        lag1 = [np.corrcoef(roi[1:], roi[:-1])[0, 1] for roi in run]
+        np.testing.assert_allclose(np.mean(lag1), 0.8, atol=0.01)
+    modules = np.arange(16) % 2
+    course = {name: switching_course(run, modules, window=20).std() for name, run in (("fast", fast), ("slow", slow))}
+    assert course["slow"] > 1.3 * course["fast"]  # windowed between-network coupling swings with slow switching
+    runs, log_dwell = toy.simulate(6, 4, 40, (3.0, 40.0), seed=1)
+    toy.write_cohort(tmp_path, runs, log_dwell)
+    assert np.load(tmp_path / "sub-0006.npy").shape == (40, 4)
+    assert "dynamics_log_mean_dwell" in (tmp_path / "simulation/latents.tsv").read_text()

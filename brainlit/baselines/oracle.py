@@ -46,7 +46,8 @@ class LatentOracle:
         blocks = feature_blocks(n_rois * (n_rois - 1) // 2, 2, features.shape[1])  # correlation | tangent | lags
         fit = fit_ridge_combination(torch.from_numpy(features), torch.from_numpy(y)[:, None], blocks, "stack")
         self.weight_, self.bias_ = fit.weight[0].double().numpy(), float(fit.bias[0])
-        self.stack_ = LinearRegression().fit(np.column_stack([fit.loo[:, 0].double().numpy(), latents]), y)
+        self.loo_ = fit.loo[:, 0].double().numpy()  # the read-out's leave-one-out predictions
+        self.stack_ = LinearRegression().fit(np.column_stack([self.loo_, latents]), y)
         return self
 
     def _static(self, roi_timeseries: Sequence[np.ndarray]) -> np.ndarray:
@@ -54,7 +55,10 @@ class LatentOracle:
         return np.hstack([fc_features(roi_timeseries), tangent_features(self.tangent_, roi_timeseries),
                           lag_features(roi_timeseries)])
 
+    def readout(self, roi_timeseries: Sequence[np.ndarray]) -> np.ndarray:
+        """The static part alone: the stacked read-out's predictions [N]."""
+        return self._static(roi_timeseries) @ self.weight_ + self.bias_
+
     def predict(self, roi_timeseries: Sequence[np.ndarray], latents: np.ndarray) -> np.ndarray:
         """Predictions [N] from series and the same latent parameters as in :meth:`fit`."""
-        static = self._static(roi_timeseries) @ self.weight_ + self.bias_
-        return self.stack_.predict(np.column_stack([static, latents]))
+        return self.stack_.predict(np.column_stack([self.readout(roi_timeseries), latents]))
