@@ -21,6 +21,8 @@ DYN_DIR ?= data/demo-dynamics
 DYN_VOLUMES ?= 300
 DYN_REPEATS ?= 1
 DYN_ENSEMBLE ?= 1
+CAP_DIR ?= data/capability
+CAP_SEED ?= 0
 # gpu-check runs on a GPU machine's own python3 (no venv, no internet); DRY_RUN=1 rehearses here.
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 DRY_RUN ?=
@@ -32,7 +34,7 @@ GPU_WHEELS ?= jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.1
 	nilearn==0.14.1 nibabel==5.4.2
 MAMBA_SDIST ?= mamba-ssm==2.3.2.post1
 
-.PHONY: install demo demo-dynamics test test-all lint bench gpu-check gpu-wheels reproduce-camcan tensorboard clean
+.PHONY: install demo demo-dynamics capability test test-all lint bench gpu-check gpu-wheels reproduce-camcan tensorboard clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +56,11 @@ demo-dynamics: install  ## the positive control: a cohort whose age and cognitio
 	$(PY) -m brainlit.data.simulate $(DYN_DIR) --dynamics switching --n-volumes $(DYN_VOLUMES)
 	$(PY) -m brainlit experiment --root $(DYN_DIR) --atlas $(DYN_DIR)/atlas.nii.gz \
 		--configs configs/demo --out runs/demo-dynamics --ensemble $(DYN_ENSEMBLE) --repeats $(DYN_REPEATS)
+
+capability: install  ## can the network read FC switching speed where windowed FC shows it? (a toy, docs/dynamics.md)
+	$(PY) benchmarks/dynamics_capability.py $(CAP_DIR) --seed $(CAP_SEED)
+	$(PY) -m brainlit experiment --root $(CAP_DIR) --data.layout arrays --configs configs/capability \
+		--out runs/capability --final_model false
 
 test: install  ## fast test suite (slow and gpu tests skipped)
 	$(PY) -m pytest -q
