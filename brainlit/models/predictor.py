@@ -83,6 +83,8 @@ class BrainRegressor(nn.Module):
         graph: Walk graph from each window's FC (``sample``) or a running cohort mean (``cohort``).
         graph_momentum: Weight of each training batch in the ``cohort`` running mean.
         graph_window: Volumes of a per-patch FC window: each patch walks its own graph (RWMOE).
+        graph_window_mode: ``replace`` the window's graph by the per-patch ones, or ``add``
+            their encoding to it (RWMOE).
         ssm_layers: Number of Mamba blocks.
         d_state: SSM state size.
         d_conv: Width of the Mamba causal convolution.
@@ -129,6 +131,7 @@ class BrainRegressor(nn.Module):
         graph: Literal["sample", "cohort"] = "sample",
         graph_momentum: float = 0.1,
         graph_window: int = 0,
+        graph_window_mode: Literal["replace", "add"] = "replace",
         ssm_layers: int = 2,
         d_state: int = 16,
         d_conv: int = 4,
@@ -159,7 +162,7 @@ class BrainRegressor(nn.Module):
         self.moe = RandomWalkMoE(
             d_model, n_experts, top_k, walk_steps, graph_topk, walk_weights, restart_prob,
             expert_hidden, gating, moe_dropout, n_rois, walk_encoding, fc_rows, graph,
-            graph_momentum, graph_window, encoder.patch_len,
+            graph_momentum, graph_window, encoder.patch_len, graph_window_mode,
         )  # fmt: skip
         linear_pool = sequence == "patch" and roi_pool == "linear"
         self.roi_pool = RoiProjection(n_rois, d_model, roi_dim) if linear_pool else None

@@ -240,6 +240,12 @@ class RandomWalkMoE(nn.Module):
     one graph per window averages away. With ``graph='cohort'`` the walk keeps the cohort
     graph (a running mean of windowed |FC|) and only ``fc_rows`` become per patch. It costs
     ``P`` times the graph memory: ``[B, P, R, R]`` per graph row instead of ``[B, R, R]``.
+    ``graph_window_mode='replace'`` gives each patch only its window's graph; ``'add'`` keeps
+    the whole input window's walk and graph encoding (the stable FC that static effects live
+    in) and adds a separate embedding of each patch's windowed graph rows on top. That
+    embedding starts at zero, so at initialisation the module is the static one and the
+    windowed FC enters only as far as training finds it useful (as zero-initialised branches
+    of ControlNet, Zhang et al. 2023).
 
     Args:
         d_model: Token width D.
@@ -259,6 +265,8 @@ class RandomWalkMoE(nn.Module):
         graph_momentum: Weight of each new training batch in the ``cohort`` running mean.
         graph_window: Volumes of the per-patch correlation window; 0: one graph per window.
         patch_len: Volumes per patch of the tokens (for ``graph_window``).
+        graph_window_mode: ``replace`` the window's graph by the per-patch ones, or ``add``
+            the per-patch graph encoding to the window's walk and encoding.
     """
 
     def __init__(
@@ -280,11 +288,16 @@ class RandomWalkMoE(nn.Module):
         graph_momentum: float = 0.1,
         graph_window: int = 0,
         patch_len: int = 8,
+        graph_window_mode: Literal["replace", "add"] = "replace",
     ) -> None:
         super().__init__()
-        if graph_window < 0:
-            raise ValueError(f"graph_window must be >= 0 volumes, got {graph_window}.")
+        if graph_window < 0 or graph_window_mode not in ("replace", "add"):
+            raise ValueError(
+                f"need graph_window >= 0 volumes and graph_window_mode in {{replace, add}}, "
+                f"got {graph_window}, {graph_window_mode!r}."
+            )
         self.graph_window, self.patch_len = graph_window, patch_len
+        self.graph_window_mode = graph_window_mode
         if graph not in ("sample", "cohort") or (graph == "cohort" and not n_rois):
             raise ValueError(f"graph must be 'sample' or 'cohort' (with n_rois), got {graph!r}.")
         if not 1 <= top_k <= n_experts or gating not in ("spatial", "temporal", "both"):
@@ -307,6 +320,11 @@ class RandomWalkMoE(nn.Module):
         self.walk_encoding, self.fc_rows = walk_encoding and walk_steps > 0, fc_rows
         rows = walk_steps * self.walk_encoding + self.fc_rows
         self.graph_embed = nn.Linear(rows * n_rois, d_model) if rows and n_rois else None
+        self.window_embed = None
+        if graph_window and graph_window_mode == "add" and self.graph_embed is not None:
+            self.window_embed = nn.Linear(rows * n_rois, d_model)
+            nn.init.zeros_(self.window_embed.weight)
+            nn.init.zeros_(self.window_embed.bias)
         self.spatial_gate = nn.Linear(d_model, n_experts) if gating != "temporal" else None
         self.temporal_gate = nn.Linear(d_model, n_experts) if gating != "spatial" else None
         self.experts = ExpertMLPs(n_experts, d_model, expert_hidden, dropout)
@@ -355,6 +373,13 @@ class RandomWalkMoE(nn.Module):
             return walked
         return walked + self.graph_embed(self.graph_rows(fc, transition))[:, :, None]
 
+    def window_encoding(self, x: torch.Tensor, n_patches: int) -> torch.Tensor:
+        """Embedded per-patch graph rows ``[B, R, P, D]`` of ``x: [B, R, T]`` (``add`` mode)."""
+        b, r = x.shape[:2]
+        fc = windowed_correlation(x, n_patches, self.patch_len, self.graph_window).flatten(0, 1)
+        rows = self.graph_rows(fc, transition_matrix(fc.abs(), self.graph_topk))
+        return self.window_embed(rows).view(b, n_patches, r, -1).transpose(1, 2)
+
     def gate_logits(self, walked: torch.Tensor) -> torch.Tensor:
         """Token gate logits ``[B, R, P, E]`` from walk-propagated tokens ``[B, R, P, D]``."""
         logits = 0.0
@@ -378,13 +403,15 @@ class RandomWalkMoE(nn.Module):
             ``h_out`` ``[B, R, P, D]`` and ``aux``: ``balance_loss`` (scalar) and
             ``roi_expert_weights`` ``[B, R, E]`` (gate weights averaged over patches; rows sum to 1).
         """
-        if self.graph_window:
+        if self.graph_window and self.graph_window_mode == "replace":
             b, r, p, d = h.shape
             fc = windowed_correlation(x, p, self.patch_len, self.graph_window).flatten(0, 1)
             per_patch = h.transpose(1, 2).reshape(b * p, r, 1, d)  # each patch its own sample
             walked = self.propagate(per_patch, fc).view(b, p, r, d).transpose(1, 2)
         else:
             walked = self.propagate(h, correlation(x) if fc is None else fc)  # [B, R, P, D]
+        if self.window_embed is not None:
+            walked = walked + self.window_encoding(x, h.shape[2])
         gates, probs, experts = route(self.gate_logits(walked), self.top_k)  # [B, R, P, E|k]
         mixed = self.experts(
             walked.flatten(0, 2), experts.flatten(0, 2), gates.gather(-1, experts).flatten(0, 2)

@@ -71,6 +71,8 @@ class MoESpec:
         graph_momentum: Weight of each training batch in the ``cohort`` running mean.
         graph_window: Volumes of a per-patch correlation window, so each patch walks and
             encodes its own graph (a time-resolved graph); 0: one graph per input window.
+        graph_window_mode: ``replace`` the input window's graph by the per-patch ones, or
+            ``add`` the per-patch graph encoding (zero at initialisation) to the window's.
     """
 
     n_experts: int = 8
@@ -87,6 +89,7 @@ class MoESpec:
     graph: Literal["sample", "cohort"] = "sample"
     graph_momentum: float = 0.1
     graph_window: int = 0
+    graph_window_mode: Literal["replace", "add"] = "replace"
 
 
 @dataclass(frozen=True)

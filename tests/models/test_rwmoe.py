@@ -232,3 +232,15 @@ def test_time_resolved_graph_lets_each_patch_see_only_its_own_window():
     whole = RandomWalkMoE(d_model=8, n_experts=2, top_k=1, n_rois=5, walk_steps=2, gating="temporal")
     whole.load_state_dict(moe.state_dict())
     assert not torch.allclose(whole(h, changed)[0][:, :, 0], moved[:, :, 0])  # one graph for all
+
+
+def test_added_time_resolved_graph_starts_as_the_static_module_and_learns_from_its_windows():
+    torch.manual_seed(0)
+    kwargs = dict(d_model=8, n_experts=2, top_k=1, n_rois=5, walk_steps=2)
+    added = RandomWalkMoE(**kwargs, graph_window=8, graph_window_mode="add")
+    static = RandomWalkMoE(**kwargs)
+    static.load_state_dict(added.state_dict(), strict=False)  # all but the window embedding
+    h, x = torch.randn(2, 5, 4, 8), torch.randn(2, 5, 32)
+    torch.testing.assert_close(added(h, x)[0], static(h, x)[0])
+    added(h, x)[0].square().sum().backward()
+    assert added.window_embed.weight.grad.abs().sum() > 0
