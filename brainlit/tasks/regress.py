@@ -168,7 +168,10 @@ class RegressionTask(BrainTask):
             residual on the network's share, :func:`~brainlit.tasks.closed_form.network_share_weights`;
             their read-out predictions are cross-fitted, so the residual is an out-of-sample
             one) and saved with the checkpoint that epoch may become, so that a target the
-            network does not help on held-out subjects falls back to the read-out. Validation
+            network does not help on held-out subjects falls back to the read-out. ``shrunk``:
+            the validation weight shrunk by its standard error (positive-part James-Stein):
+            ~20 validation subjects, which also chose the checkpoint, make a least-squares
+            weight noisy and optimistic, so a share not clearly above its noise gets 0. Validation
             metrics, and so the checkpoint choice, use the whole share; the weights are
             logged as ``val/<target>/share``.
         readout_only: Targets predicted by the ``ridge`` read-out alone: their network share
@@ -210,7 +213,7 @@ class RegressionTask(BrainTask):
         aux_weight: float = 0.01,
         eval_stride: int | None = None,
         eval_windows: int | None = 32,
-        network_share: Literal["all", "validation"] = "all",
+        network_share: Literal["all", "validation", "shrunk"] = "all",
         readout_only: list[str] | None = None,
         ema_decay: float | None = None,
         lr: float = 1e-3,
@@ -230,6 +233,8 @@ class RegressionTask(BrainTask):
         if readout_combine not in ("mean", "stack") or (readout_combine != "mean" and fc_readout != "ridge"):
             raise ValueError(f"readout_combine must be mean or stack (stack with fc_readout: ridge), "
                              f"got {readout_combine!r}.")
+        if network_share not in ("all", "validation", "shrunk"):
+            raise ValueError(f"network_share must be all, validation or shrunk, got {network_share!r}.")
         if network_share != "all" and fc_readout != "ridge":
             raise ValueError(f"network_share: {network_share} weighs the network against a closed-form "
                              "read-out: set fc_readout: ridge, or network_share: all.")
@@ -270,7 +275,7 @@ class RegressionTask(BrainTask):
         # the weight on the network's share per target: 0 for readout_only targets, the others refit on
         # validation subjects under network_share: validation (None: the whole share everywhere)
         self.network_kept = torch.tensor([t not in readout_only for t in target_names], dtype=torch.float32)
-        weighed = network_share == "validation" or readout_only
+        weighed = network_share != "all" or readout_only
         self.register_buffer("share", self.network_kept.clone() if weighed else None)
         self.val_metrics, self.test_metrics = StageMetrics(target_names), StageMetrics(target_names)
         self.best_val_mae: dict[str, float] = {}  # per target, over this fit's epochs
@@ -461,8 +466,9 @@ class RegressionTask(BrainTask):
                 self.best_val_mae[name] = min(float(mae), self.best_val_mae.get(name, float("inf")))
             self.log(f"{stage}/{name}/pearson", metrics.pearson[name].compute(), sync_dist=False)
         pred, true, experts = metrics.pooled()
-        if stage == "val" and self.hparams.network_share == "validation" and not self.trainer.sanity_checking:
-            weights = network_share_weights(pred, true, metrics.pooled_readout())
+        if stage == "val" and self.hparams.network_share != "all" and not self.trainer.sanity_checking:
+            shrink = self.hparams.network_share == "shrunk"
+            weights = network_share_weights(pred, true, metrics.pooled_readout(), shrink)
             self.share.copy_(weights * self.network_kept.to(weights.device))
             for name, weight in zip(self.hparams.target_names, self.share.tolist(), strict=True):
                 self.log(f"val/{name}/share", weight, sync_dist=False)

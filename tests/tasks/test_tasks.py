@@ -227,6 +227,16 @@ def test_the_network_share_weight_is_fit_by_least_squares_and_clipped():
     assert network_share_weights(readout, true, readout).tolist() == [1.0, 1.0, 1.0]  # no share: nothing to weigh
 
 
+def test_a_shrunk_share_weight_drops_a_share_no_clearer_than_its_noise_and_keeps_a_clear_one():
+    torch.manual_seed(0)
+    readout, true = torch.zeros(20, 2), torch.randn(20, 2)
+    noise = torch.randn(20, 2)
+    pred = torch.stack([true[:, 0] + 0.3 * noise[:, 0], noise[:, 1]], 1)  # a clear share, a spurious one
+    plain, shrunk = network_share_weights(pred, true, readout), network_share_weights(pred, true, readout, shrink=True)
+    assert plain[1] > 0 and shrunk[1] == 0.0
+    assert 0.9 * plain[0] < shrunk[0] <= plain[0]
+
+
 def test_a_target_the_network_does_not_help_on_validation_subjects_falls_back_to_the_readout(monkeypatch):
     torch.manual_seed(0)
     kwargs = dict(n_rois=6, target_names=["age", "fluid"], crop_len=16, encoder=SMALL, fc_readout="ridge")
