@@ -219,11 +219,10 @@ def network_share_weights(pred: torch.Tensor, true: torch.Tensor, readout: torch
         shrink: Shrink each weight towards 0 by its standard error first.
     """
     share, residual = (pred - readout).double(), (true - readout).double()
-    power = share.pow(2).sum(0).clamp_min(1e-12)
-    weight = (share * residual).sum(0) / power
+    power = share.pow(2).sum(0)
+    weight = (share * residual).sum(0) / power.clamp_min(1e-12)
     if shrink:
         noise = (residual - weight * share).pow(2).sum(0) / max(share.shape[0] - 1, 1)
         t_squared = weight.pow(2) * power / noise.clamp_min(1e-12)
         weight = weight * (1 - 1 / t_squared.clamp_min(1e-12)).clamp_min(0.0)
-    kept = share.pow(2).sum(0) > 1e-12
-    return torch.where(kept, weight.clamp(0.0, 1.0), torch.ones_like(weight)).float()
+    return torch.where(power > 1e-12, weight.clamp(0.0, 1.0), torch.ones_like(weight)).float()
