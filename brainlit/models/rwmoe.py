@@ -373,10 +373,14 @@ class RandomWalkMoE(nn.Module):
             return walked
         return walked + self.graph_embed(self.graph_rows(fc, transition))[:, :, None]
 
+    def patch_correlation(self, x: torch.Tensor, n_patches: int) -> torch.Tensor:
+        """Each patch's ``graph_window`` correlation, patches as samples: ``[B * P, R, R]``."""
+        return windowed_correlation(x, n_patches, self.patch_len, self.graph_window).flatten(0, 1)
+
     def window_encoding(self, x: torch.Tensor, n_patches: int) -> torch.Tensor:
         """Embedded per-patch graph rows ``[B, R, P, D]`` of ``x: [B, R, T]`` (``add`` mode)."""
         b, r = x.shape[:2]
-        fc = windowed_correlation(x, n_patches, self.patch_len, self.graph_window).flatten(0, 1)
+        fc = self.patch_correlation(x, n_patches)
         rows = self.graph_rows(fc, transition_matrix(fc.abs(), self.graph_topk))
         return self.window_embed(rows).view(b, n_patches, r, -1).transpose(1, 2)
 
@@ -405,7 +409,7 @@ class RandomWalkMoE(nn.Module):
         """
         if self.graph_window and self.graph_window_mode == "replace":
             b, r, p, d = h.shape
-            fc = windowed_correlation(x, p, self.patch_len, self.graph_window).flatten(0, 1)
+            fc = self.patch_correlation(x, p)
             per_patch = h.transpose(1, 2).reshape(b * p, r, 1, d)  # each patch its own sample
             walked = self.propagate(per_patch, fc).view(b, p, r, d).transpose(1, 2)
         else:

@@ -273,7 +273,7 @@ class RegressionTask(BrainTask):
         self.register_buffer("target_mean", torch.zeros(len(target_names)))
         self.register_buffer("target_std", torch.ones(len(target_names)))
         # the weight on the network's share per target: 0 for readout_only targets, the others refit on
-        # validation subjects under network_share: validation (None: the whole share everywhere)
+        # validation subjects under network_share: validation or shrunk (None: the whole share everywhere)
         self.network_kept = torch.tensor([t not in readout_only for t in target_names], dtype=torch.float32)
         weighed = network_share != "all" or readout_only
         self.register_buffer("share", self.network_kept.clone() if weighed else None)
