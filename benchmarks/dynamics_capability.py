@@ -20,8 +20,8 @@ run's occupancy can stray from one half; windowed correlation between the networ
     python -m brainlit experiment --root OUT --data.layout arrays --configs CONFIGS --out RUN
 
 The cohort is written as one ``[T, R]`` ``.npy`` file per subject with ``participants.tsv``
-(target ``log_dwell``) and ``simulation/latents.tsv`` (``dynamics_log_mean_dwell``, for the
-oracle row). The script also prints a closed-form check on the cohort: ridge on static FC and
+(target ``log_dwell``) and ``simulation/latents.tsv`` (``dynamics_log_mean_dwell`` and the
+run's ``state_switches``, for the oracle rows). The script also prints a closed-form check on the cohort: ridge on static FC and
 autocorrelations against ridge on the autocorrelation of the windowed between-network
 correlation, which knows the toy's mechanism.
 """
@@ -62,35 +62,40 @@ def states(rng: np.random.Generator, dwell: float, n_volumes: int) -> np.ndarray
 
 
 def subject_run(rng: np.random.Generator, dwell: float, n_rois: int, n_volumes: int,
-                shared: float = 0.5, phi: float = 0.8, noise: float = 0.3) -> np.ndarray:
+                shared: float = 0.5, phi: float = 0.8, noise: float = 0.3) -> tuple[np.ndarray, int]:
     """One run ``[R, T]``: AR(1) ROIs whose innovations share a ``shared`` part with their own
-    network (segregated state) or with every ROI (integrated state), plus white noise."""
+    network (segregated state) or with every ROI (integrated state), plus white noise; and
+    the number of state changes in it."""
     network = np.arange(n_rois) % 2
     own, by_network, common = (rng.standard_normal(shape) for shape in
                                ((n_rois, n_volumes), (2, n_volumes), (n_volumes,)))
     integrated = states(rng, dwell, n_volumes).astype(bool)
     shared_part = np.where(integrated, common, by_network[network])
     innovations = np.sqrt(1 - shared) * own + np.sqrt(shared) * shared_part
-    return ar1_filter(innovations, phi) + noise * rng.standard_normal((n_rois, n_volumes))
+    run = ar1_filter(innovations, phi) + noise * rng.standard_normal((n_rois, n_volumes))
+    return run, int(np.count_nonzero(np.diff(integrated)))
 
 
 def simulate(n_subjects: int, n_rois: int, n_volumes: int, dwell: tuple[float, float],
-             seed: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """Runs ``[R, T]`` and their true log mean dwell ``[N]``."""
+             seed: int) -> tuple[list[np.ndarray], pd.DataFrame]:
+    """Runs ``[R, T]`` and their true latents: ``dynamics_log_mean_dwell`` and the runs'
+    ``state_switches`` ``[N]``."""
     rng = np.random.default_rng(seed)
     log_dwell = rng.uniform(np.log(dwell[0]), np.log(dwell[1]), n_subjects)
-    return [subject_run(rng, float(np.exp(d)), n_rois, n_volumes) for d in log_dwell], log_dwell
+    runs, switches = zip(*(subject_run(rng, float(np.exp(d)), n_rois, n_volumes) for d in log_dwell), strict=True)
+    return list(runs), pd.DataFrame({"dynamics_log_mean_dwell": log_dwell, "state_switches": switches})
 
 
-def write_cohort(out: Path, runs: list[np.ndarray], log_dwell: np.ndarray) -> None:
+def write_cohort(out: Path, runs: list[np.ndarray], latents: pd.DataFrame) -> None:
     """``sub-XXXX.npy`` (``[T, R]``), ``participants.tsv`` and ``simulation/latents.tsv``."""
     (out / "simulation").mkdir(parents=True, exist_ok=True)
     ids = [f"sub-{i + 1:04d}" for i in range(len(runs))]
     for sid, run in zip(ids, runs, strict=True):
         np.save(out / f"{sid}.npy", run.T.astype(np.float32))
         (out / f"{sid}.json").write_text(json.dumps({"RepetitionTime": 2.0}))
-    pd.DataFrame({"participant_id": ids, "log_dwell": log_dwell}).to_csv(out / "participants.tsv", sep="\t", index=False)
-    pd.DataFrame({"participant_id": ids, "dynamics_log_mean_dwell": log_dwell}).to_csv(
+    pd.DataFrame({"participant_id": ids, "log_dwell": latents["dynamics_log_mean_dwell"]}).to_csv(
+        out / "participants.tsv", sep="\t", index=False)
+    latents.assign(participant_id=ids)[["participant_id", *latents.columns]].to_csv(
         out / "simulation/latents.tsv", sep="\t", index=False)
 
 
@@ -119,9 +124,9 @@ def main() -> None:
                         help="range of the mean dwell times, in volumes (log-uniform)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    runs, log_dwell = simulate(args.subjects, args.rois, args.volumes, tuple(args.dwell), args.seed)
-    write_cohort(args.out, runs, log_dwell)
-    for name, mae in closed_form_check(runs, log_dwell).items():
+    runs, latents = simulate(args.subjects, args.rois, args.volumes, tuple(args.dwell), args.seed)
+    write_cohort(args.out, runs, latents)
+    for name, mae in closed_form_check(runs, latents["dynamics_log_mean_dwell"].to_numpy()).items():
         print(f"log dwell MAE, {name}: {mae:.3f}")
 
 

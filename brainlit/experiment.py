@@ -274,13 +274,14 @@ class Experiment:
         return frame
 
     def latents(self, subjects: list[str]) -> pd.DataFrame | None:
-        """The ``dynamics_*`` columns of a simulated cohort's true latent parameters, for the
-        oracle row; None for any other cohort."""
+        """The dynamic columns of a simulated cohort's true latent parameters (``dynamics_*``
+        and ``state_switches``), for the oracle rows; None for any other cohort. The latent
+        integrity stays out: it is what fluid intelligence is made of."""
         path = self.root / LATENTS
         if not path.exists():
             return None
         table = pd.read_csv(path, sep="\t").set_index("participant_id")
-        columns = [c for c in table.columns if c.startswith("dynamics_")]
+        columns = [c for c in table.columns if c.startswith("dynamics_") or c == "state_switches"]
         if not columns or not set(subjects) <= set(table.index):
             return None
         return table.loc[subjects, columns]

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import pandas as pd
 from scipy import stats
 
-from brainlit.baselines.oracle import ORACLE
+from brainlit.baselines.oracle import ORACLES
 from brainlit.ensembles import CLASSICAL_ENSEMBLE
 from brainlit.metrics import corrected_paired_interval
 
@@ -104,7 +104,7 @@ def paired_differences(results: pd.DataFrame) -> pd.DataFrame:
         if classical.empty:
             continue
         best = str(classical.idxmin())
-        for model in sorted({m for m in group.model if m not in (*CLASSICAL, ORACLE)}, key=_model_rank):
+        for model in sorted({m for m in group.model if m not in (*CLASSICAL, *ORACLES)}, key=_model_rank):
             rows.append([target, model, best, *_paired(group, model, best)])
         for model, readout in readout_pairs(group.model):
             rows.append([target, model, readout, *_paired(group, model, readout)])
@@ -181,20 +181,23 @@ def _difference_lines(results: pd.DataFrame, target: str) -> list[str]:
 
 
 def oracle_gaps(results: pd.DataFrame, target: str) -> list[str]:
-    """Where the cohort has an oracle (true latent parameters): how far brainlit, its read-out
-    and the best classical model are from it, and the share of its read-out's distance to the
-    oracle that the network closes."""
-    group = results[results.target == target]
-    mae = group.groupby("model")["mae"].mean()
-    if ORACLE not in mae:
-        return []
+    """Where the cohort has oracle rows (``ORACLES``: the true latent parameters, the scan's
+    true state changes): how far brainlit, its read-out and the best classical model are from
+    each, and the share of its read-out's distance to each that the network closes."""
+    mae = results[results.target == target].groupby("model")["mae"].mean()
     classical = mae[[m for m in mae.index if m in CLASSICAL]]
     pairs = readout_pairs(mae.index)
     shown = [m for pair in pairs for m in pair] + ([classical.idxmin()] if len(classical) else [])
-    gaps = ", ".join(f"{m} {mae[m] - mae[ORACLE]:+.2f}" for m in shown)
-    closed = [f"{m} closes {(mae[r] - mae[m]) / (mae[r] - mae[ORACLE]):.0%}" for m, r in pairs if mae[r] > mae[ORACLE]]
+    return [_oracle_gap(mae, oracle, shown, pairs) for oracle in ORACLES if oracle in mae]
+
+
+def _oracle_gap(mae: pd.Series, oracle: str, shown: list[str], pairs: list[tuple[str, str]]) -> str:
+    """One sentence: the ``shown`` models' MAE minus ``oracle``'s, and the share of each read-out's
+    distance to it that its network closes."""
+    gaps = ", ".join(f"{m} {mae[m] - mae[oracle]:+.2f}" for m in shown)
+    closed = [f"{m} closes {(mae[r] - mae[m]) / (mae[r] - mae[oracle]):.0%}" for m, r in pairs if mae[r] > mae[oracle]]
     tail = f"; of its read-out's gap, {', '.join(closed)}" if closed else ""
-    return [f"distance to the {ORACLE} (MAE {mae[ORACLE]:.2f}): {gaps}{tail}"]
+    return f"distance to the {oracle} (MAE {mae[oracle]:.2f}): {gaps}{tail}"
 
 
 def _escape(value) -> str:  # noqa: ANN001

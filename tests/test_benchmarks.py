@@ -3,6 +3,7 @@
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -135,14 +136,16 @@ def test_the_capability_toy_hides_the_speed_from_static_statistics_but_not_from_
     from brainlit.data.simulate.probe import switching_course
 
     rng = np.random.default_rng(0)
-    fast, slow = (toy.subject_run(rng, dwell, 16, 4000, noise=0.0) for dwell in (2.0, 200.0))
+    (fast, n_fast), (slow, n_slow) = (toy.subject_run(rng, dwell, 16, 4000, noise=0.0) for dwell in (2.0, 200.0))
+    assert n_fast > 10 * n_slow > 0  # the state changes the scan ceiling reads
     for run in (fast, slow):  # every ROI is the same AR(1) process, whatever the speed
         lag1 = [np.corrcoef(roi[1:], roi[:-1])[0, 1] for roi in run]
         np.testing.assert_allclose(np.mean(lag1), 0.8, atol=0.01)
     modules = np.arange(16) % 2
     course = {name: switching_course(run, modules, window=20).std() for name, run in (("fast", fast), ("slow", slow))}
     assert course["slow"] > 1.3 * course["fast"]  # windowed between-network coupling swings with slow switching
-    runs, log_dwell = toy.simulate(6, 4, 40, (3.0, 40.0), seed=1)
-    toy.write_cohort(tmp_path, runs, log_dwell)
+    runs, latents = toy.simulate(6, 4, 40, (3.0, 40.0), seed=1)
+    toy.write_cohort(tmp_path, runs, latents)
     assert np.load(tmp_path / "sub-0006.npy").shape == (40, 4)
-    assert "dynamics_log_mean_dwell" in (tmp_path / "simulation/latents.tsv").read_text()
+    written = pd.read_csv(tmp_path / "simulation/latents.tsv", sep="\t")
+    assert list(written.columns) == ["participant_id", "dynamics_log_mean_dwell", "state_switches"]

@@ -5,7 +5,7 @@ import pandas as pd
 
 from brainlit.baselines import predict_baselines
 from brainlit.baselines.dfc_ridge import DynamicFCRidge, state_summaries
-from brainlit.baselines.oracle import ORACLE, LatentOracle
+from brainlit.baselines.oracle import ORACLE, SCAN_CEILING, LatentOracle, oracle_inputs
 from brainlit.report import oracle_gaps
 
 
@@ -69,6 +69,22 @@ def test_the_oracle_adds_the_true_latents_to_static_fc():
     assert abs(oracle.stack_.coef_[1]) > 30  # the latent carries the slope of 60 years per unit
 
 
+def test_the_scan_ceiling_reads_the_state_changes_that_happened_in_the_scan():
+    """Each oracle row reads its own latents: the generative parameters, or the log count of
+    the scan's state changes; integrity-like columns go to neither."""
+    series, age = _switching_cohort()
+    ids = list(series)
+    switches = np.round(np.exp((age - 20) / 30)).astype(int)  # the scan's count follows age
+    latents = pd.DataFrame({"dynamics_dwell": np.zeros(len(ids)), "state_switches": switches}, index=ids)
+    inputs = oracle_inputs(latents)
+    assert list(inputs) == [ORACLE, SCAN_CEILING]
+    np.testing.assert_allclose(inputs[SCAN_CEILING]["state_switches"], np.log1p(switches))
+    assert list(oracle_inputs(latents[["state_switches"]])) == [SCAN_CEILING]
+    rows = predict_baselines(series, age, {0: (ids[:40], ids[40:])}, models=("tangent_ridge",), latents=latents)
+    mae = rows.assign(ae=(rows.y_pred - rows.y_true).abs()).groupby("model")["ae"].mean()
+    assert mae[SCAN_CEILING] < 0.5 * mae[ORACLE]  # the parameter column is uninformative here
+
+
 def test_the_report_says_how_far_each_model_is_from_the_oracle():
     results = pd.DataFrame({
         "model": ["brainlit", "brainlit read-out", "tangent_ridge", ORACLE] * 2,
@@ -79,3 +95,7 @@ def test_the_report_says_how_far_each_model_is_from_the_oracle():
     assert "MAE 8.00" in line and "brainlit +2.00" in line and "brainlit read-out +3.00" in line
     assert "tangent_ridge +3.50" in line and "brainlit closes 33%" in line
     assert oracle_gaps(results[results.model != ORACLE], "age") == []
+    ceiling = results[results.model == ORACLE].assign(model=SCAN_CEILING, mae=9.0)
+    lines = oracle_gaps(pd.concat([results, ceiling]), "age")
+    assert len(lines) == 2 and lines[1].startswith(f"distance to the {SCAN_CEILING} (MAE 9.00)")
+    assert "brainlit closes 50%" in lines[1]

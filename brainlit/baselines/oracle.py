@@ -1,10 +1,11 @@
-"""The ceiling of a positive control: the closed-form read-out plus the true latent parameters of a simulation."""
+"""The ceilings of a positive control: the closed-form read-out plus the true latent parameters of a simulation."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.linear_model import LinearRegression
 
@@ -14,6 +15,27 @@ from brainlit.models.readout import autocorrelation, feature_blocks
 from brainlit.tasks.closed_form import fit_ridge_combination
 
 ORACLE = "oracle (true latents)"
+SCAN_CEILING = "scan ceiling (true state changes)"
+ORACLES = (ORACLE, SCAN_CEILING)
+
+
+def oracle_inputs(latents: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The latent columns each oracle row reads, from a simulated cohort's latent table.
+
+    - ``ORACLE``: the generative parameters (``dynamics_*``, e.g. each subject's log mean
+      dwell time). No finite scan shows them exactly: a subject with a 30-s mean dwell may
+      switch 15 or 25 times in ten minutes.
+    - ``SCAN_CEILING``: what happened in this scan, the log of ``1 +`` the number of state
+      changes (``state_switches``). A model that saw every state change of the scan would
+      reach it; no model of the BOLD can beat it, so it bounds what a network can add.
+
+    A row whose columns the table lacks is left out.
+    """
+    parameters = [c for c in latents.columns if c.startswith("dynamics_")]
+    inputs = {ORACLE: latents[parameters]} if parameters else {}
+    if "state_switches" in latents:
+        inputs[SCAN_CEILING] = np.log1p(latents[["state_switches"]].astype(float))
+    return inputs
 
 
 def lag_features(roi_timeseries: Sequence[np.ndarray], lags: int = 3) -> np.ndarray:

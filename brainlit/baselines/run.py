@@ -11,7 +11,7 @@ import pandas as pd
 from brainlit.baselines.dfc_ridge import DynamicFCRidge
 from brainlit.baselines.fc_ridge import FCKernelRidge
 from brainlit.baselines.mean import MeanPredictor
-from brainlit.baselines.oracle import ORACLE, LatentOracle
+from brainlit.baselines.oracle import LatentOracle, oracle_inputs
 from brainlit.baselines.tangent_ridge import TangentRidge
 from brainlit.errors import BrainlitDataError
 
@@ -66,12 +66,14 @@ def predict_baselines(
             target is missing (NaN or absent) are left out of that target's fit and test.
         models: Names from ``BASELINES``.
         latents: True latent parameters of a simulated cohort, indexed by subject_id (one
-            column each); when given, the ``ORACLE`` row (:class:`LatentOracle`) is added.
+            column each); when given, the oracle rows of
+            :func:`brainlit.baselines.oracle.oracle_inputs` (:class:`LatentOracle`) are added.
 
     Returns:
         One row per (model, target, fold, test subject) with columns ``PREDICTION_COLUMNS``.
     """
     frames = []
+    oracles = oracle_inputs(latents) if latents is not None else {}
     for target, values in _targets(y).items():
         for fold, (train_ids, test_ids) in sorted(folds.items()):
             train = _usable(train_ids, values, series, fold)
@@ -80,8 +82,8 @@ def predict_baselines(
                 raise ValueError(
                     f"fold {fold}: subjects in both train and test: {sorted(set(train) & set(test))[:5]}"
                 )
-            fits = {name: _fit_predict(name, series, values, train, test, latents)
-                    for name in [*models, *([ORACLE] if latents is not None else [])]}
+            fits = {name: _fit_predict(name, series, values, train, test, oracles.get(name))
+                    for name in [*models, *oracles]}
             for name, y_pred in fits.items():
                 frames.append(pd.DataFrame({
                     "model": name, "target": target, "fold": fold, "subject_id": test,
@@ -94,9 +96,10 @@ def predict_baselines(
 
 def _fit_predict(name: str, series: Mapping, values: pd.Series, train: list[str], test: list[str],
                  latents: pd.DataFrame | None) -> np.ndarray:
-    """Fit one baseline on the ``train`` subjects alone and predict the ``test`` subjects."""
+    """Fit one baseline (or, with its ``latents``, one oracle row) on the ``train`` subjects
+    alone and predict the ``test`` subjects."""
     train_series, test_series = [series[s] for s in train], [series[s] for s in test]
-    if name == ORACLE:
+    if latents is not None:
         oracle = LatentOracle().fit(train_series, values[train].to_numpy(), latents.loc[train].to_numpy())
         return oracle.predict(test_series, latents.loc[test].to_numpy())
     return BASELINES[name]().fit(train_series, values[train].to_numpy()).predict(test_series)
