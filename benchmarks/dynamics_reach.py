@@ -12,7 +12,13 @@ cross-validation folds, it compares
   between-minus-within-network correlation at many lags and windows), a ridge on the
   read-out's leave-one-out residual. They know which ROIs form a network, which no model of
   unknown data does;
+- the read-out plus the log number of state changes in the scan (the experiment's scan
+  ceiling): what a model that saw every state change of the run would reach;
 - the read-out plus the true log dwell (the experiment's oracle row).
+
+Besides each model's MAE, the table gives its paired difference to the read-out over the
+folds, with the corrected 95% interval the experiment's reports use: whether even a perfect
+reader of the scan's dynamics would be told apart from the read-out at this cohort size.
 
 Besides age and fluid intelligence it regresses the true log dwell itself: how much of the
 switching speed a scan shows beyond what static FC says of it. ``--set`` changes the
@@ -20,6 +26,7 @@ generative model, e.g. ``--set dwell_age_slope=0 --set dwell_integrity_effect=0`
 speed unrelated to anything static.
 
     python benchmarks/dynamics_reach.py --seed 1 --out benchmarks/results/dynamics_reach
+    python benchmarks/dynamics_reach.py --seed 1 --folds 3 --repeats 2   # the experiment's folds
 """
 
 from __future__ import annotations
@@ -38,39 +45,58 @@ from sklearn.preprocessing import StandardScaler
 from brainlit.baselines.oracle import LatentOracle
 from brainlit.data.simulate import GenerativeModel, SimulatedCohort, simulate_roi_timeseries
 from brainlit.data.simulate.probe import switching_features
+from brainlit.metrics import corrected_paired_interval
 
-MEAN, READOUT, PROBES, TRUE = "the training mean", "the read-out (static)", "+ the mechanism's probes", "+ the true log dwell"
+MEAN, READOUT, PROBES = "the training mean", "the read-out (static)", "+ the mechanism's probes"
+SCAN, TRUE = "+ the scan's true state changes", "+ the true log dwell"
+MODELS = (MEAN, READOUT, PROBES, SCAN, TRUE)
 TARGETS = ("age", "fluid_intelligence", "log_dwell")
 
 
-def fold_predictions(series: list[np.ndarray], y: np.ndarray, probes: np.ndarray, dwell: np.ndarray,
+def fold_predictions(series: list[np.ndarray], y: np.ndarray, probes: np.ndarray, latents: np.ndarray,
                      train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
-    """Test predictions of the mean, the read-out, + probes and + true log dwell, fit on ``train`` only."""
-    oracle = LatentOracle().fit([series[i] for i in train], y[train], dwell[train, None])
-    readout = oracle.readout([series[i] for i in test])
+    """Test predictions of ``MODELS``, fit on ``train`` only; ``latents`` ``[N, 2]`` holds the
+    log switch count and the true log dwell."""
+    test_series = [series[i] for i in test]
+    scan = LatentOracle().fit([series[i] for i in train], y[train], latents[train, :1])
+    oracle = LatentOracle().fit([series[i] for i in train], y[train], latents[train, 1:])
+    readout = oracle.readout(test_series)
     calibrate = LinearRegression().fit(oracle.loo_[:, None], y[train])
     residual = y[train] - calibrate.predict(oracle.loo_[:, None])
     ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 30))).fit(probes[train], residual)
     return {MEAN: np.full(len(test), y[train].mean()), READOUT: readout, PROBES: calibrate.predict(readout[:, None]) + ridge.predict(probes[test]),
-            TRUE: oracle.predict([series[i] for i in test], dwell[test, None])}
+            SCAN: scan.predict(test_series, latents[test, :1]), TRUE: oracle.predict(test_series, latents[test, 1:])}
 
 
 def reach_rows(cohort: SimulatedCohort, n_folds: int, repeats: int) -> list[dict]:
-    """MAE per target (``TARGETS``) of the four models (module docstring) on one dynamic cohort."""
+    """MAE per target (``TARGETS``) of ``MODELS`` (module docstring) on one dynamic cohort, and
+    (``"<target> vs read-out"``) each model's paired difference to the read-out: mean and
+    corrected 95% interval."""
     series = [s.astype(float) for s in cohort.roi_timeseries]
     probes = np.stack([switching_features(s, cohort.modules) for s in series])
     dwell = cohort.latents["dynamics_log_mean_dwell"].to_numpy()
+    latents = np.column_stack([np.log1p(cohort.latents["state_switches"].to_numpy(float)), dwell])
     targets = {t: cohort.phenotypes[t].to_numpy(float) for t in TARGETS[:2]} | {"log_dwell": dwell}
     errors: dict[tuple[str, str], list[float]] = {}
     for target, y in targets.items():
         keep = np.flatnonzero(~np.isnan(y))
         for repeat in range(repeats):
             for train, test in KFold(n_folds, shuffle=True, random_state=repeat).split(keep):
-                preds = fold_predictions(series, y, probes, dwell, keep[train], keep[test])
+                preds = fold_predictions(series, y, probes, latents, keep[train], keep[test])
                 for model, pred in preds.items():
                     errors.setdefault((model, target), []).append(float(np.abs(pred - y[keep[test]]).mean()))
-    return [{"features": model, **{t: float(np.mean(errors[model, t])) for t in TARGETS}}
-            for model in (MEAN, READOUT, PROBES, TRUE)]
+    versus = {(m, t): corrected_paired_interval(np.subtract(errors[m, t], errors[READOUT, t]), 1 / (n_folds - 1))
+              for m in MODELS for t in TARGETS}
+    return [{"features": model, **{t: float(np.mean(errors[model, t])) for t in TARGETS},
+             **{f"{t} vs read-out": versus[model, t] for t in TARGETS}} for model in MODELS]
+
+
+def _cell(row: dict, target: str) -> str:
+    """``MAE (difference to the read-out [interval])`` of one table cell."""
+    mean, low, high = row[f"{target} vs read-out"]
+    if row["features"] == READOUT or not np.isfinite(low):
+        return f"{row[target]:.2f}"
+    return f"{row[target]:.2f} ({mean:+.2f} [{low:+.2f}, {high:+.2f}])"
 
 
 def model_overrides(pairs: list[str]) -> dict[str, float]:
@@ -94,7 +120,7 @@ def main() -> None:
     rows = reach_rows(cohort, args.folds, args.repeats)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "dynamics_reach.json").write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1))
-    table = markdown_table([{**r, **{t: f"{r[t]:.2f}" for t in TARGETS}} for r in rows],
+    table = markdown_table([{**r, **{t: _cell(r, t) for t in TARGETS}} for r in rows],
                            [("features", "model"), ("age", "age MAE"), ("fluid_intelligence", "fluid intelligence MAE"),
                             ("log_dwell", "log dwell MAE")])
     (args.out / "dynamics_reach.md").write_text(f"# What a dynamic cohort's BOLD lets a ridge reach\n\n{table}\n")

@@ -119,15 +119,18 @@ def test_the_memory_breakdown_names_where_a_training_forward_keeps_its_tensors(o
     assert kept["encoder: MLP"] > kept["head"] > 0
 
 
-def test_the_dynamics_reach_table_reads_the_readout_probes_and_true_dwell_on_the_same_folds():
+def test_the_dynamics_reach_table_reads_the_readout_probes_scan_and_true_dwell_on_the_same_folds():
     import dynamics_reach
 
     model = GenerativeModel(dynamics="switching", **dynamics_reach.model_overrides(["dwell_sd=0.8"]))
     cohort = simulate_roi_timeseries(30, 32, 60, seed=0, model=model)
     rows = {r["features"]: r for r in dynamics_reach.reach_rows(cohort, n_folds=3, repeats=1)}
-    assert list(rows) == [dynamics_reach.MEAN, dynamics_reach.READOUT, dynamics_reach.PROBES, dynamics_reach.TRUE]
+    assert list(rows) == list(dynamics_reach.MODELS)
     assert all(np.isfinite(r[t]) for r in rows.values() for t in dynamics_reach.TARGETS)
     assert rows[dynamics_reach.TRUE]["log_dwell"] < 1e-6 < rows[dynamics_reach.READOUT]["log_dwell"]  # the target itself
+    assert rows[dynamics_reach.SCAN]["log_dwell"] < rows[dynamics_reach.READOUT]["log_dwell"]  # the count shows the speed
+    mean, low, high = rows[dynamics_reach.TRUE]["log_dwell vs read-out"]
+    assert low < mean < high and mean == pytest.approx(-rows[dynamics_reach.READOUT]["log_dwell"])
 
 
 def test_the_capability_toy_hides_the_speed_from_static_statistics_but_not_from_windowed_fc(tmp_path):
