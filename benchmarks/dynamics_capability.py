@@ -21,9 +21,9 @@ run's occupancy can stray from one half; windowed correlation between the networ
 
 The cohort is written as one ``[T, R]`` ``.npy`` file per subject with ``participants.tsv``
 (target ``log_dwell``) and ``simulation/latents.tsv`` (``dynamics_log_mean_dwell`` and the
-run's ``state_switches``, for the oracle rows). The script also prints a closed-form check on the cohort: ridge on static FC and
-autocorrelations against ridge on the autocorrelation of the windowed between-network
-correlation, which knows the toy's mechanism.
+run's ``state_switches``, for the oracle rows). The script also prints a closed-form check on
+the cohort: ridge on static FC and autocorrelations against ridge on the autocorrelation of
+the windowed between-network correlation, which knows the toy's mechanism.
 """
 
 from __future__ import annotations

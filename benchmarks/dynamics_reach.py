@@ -16,7 +16,7 @@ cross-validation folds, it compares
   ceiling): what a model that saw every state change of the run would reach;
 - the read-out plus the true log dwell (the experiment's oracle row).
 
-Besides each model's MAE, the table gives its paired difference to the read-out over the
+Each cell also gives the model's paired difference to the read-out over the
 folds, with the corrected 95% interval the experiment's reports use: whether even a perfect
 reader of the scan's dynamics would be told apart from the read-out at this cohort size.
 

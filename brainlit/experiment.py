@@ -26,6 +26,7 @@ import yaml
 from jsonargparse import ArgumentParser
 
 from brainlit.baselines import predict_baselines
+from brainlit.baselines.oracle import oracle_inputs
 from brainlit.cli import BrainlitCLI, datamodule_from_args
 from brainlit.config_check import check_config, data_options
 from brainlit.data.cache import CacheReader
@@ -274,17 +275,16 @@ class Experiment:
         return frame
 
     def latents(self, subjects: list[str]) -> pd.DataFrame | None:
-        """The dynamic columns of a simulated cohort's true latent parameters (``dynamics_*``
-        and ``state_switches``), for the oracle rows; None for any other cohort. The latent
-        integrity stays out: it is what fluid intelligence is made of."""
+        """A simulated cohort's true latent parameters, for the oracle rows
+        (:func:`brainlit.baselines.oracle.oracle_inputs` picks the columns each reads); None
+        for any other cohort."""
         path = self.root / LATENTS
         if not path.exists():
             return None
         table = pd.read_csv(path, sep="\t").set_index("participant_id")
-        columns = [c for c in table.columns if c.startswith("dynamics_") or c == "state_switches"]
-        if not columns or not set(subjects) <= set(table.index):
+        if not oracle_inputs(table) or not set(subjects) <= set(table.index):
             return None
-        return table.loc[subjects, columns]
+        return table.loc[subjects]
 
     def run(self) -> pd.DataFrame:
         """Every step, skipping what is already on disk; writes and returns the fold scores."""

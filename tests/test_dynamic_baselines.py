@@ -6,6 +6,8 @@ import pandas as pd
 from brainlit.baselines import predict_baselines
 from brainlit.baselines.dfc_ridge import DynamicFCRidge, state_summaries
 from brainlit.baselines.oracle import ORACLE, SCAN_CEILING, LatentOracle, oracle_inputs
+from brainlit.data.simulate import LATENTS
+from brainlit.experiment import Experiment
 from brainlit.report import oracle_gaps
 
 
@@ -75,9 +77,10 @@ def test_the_scan_ceiling_reads_the_state_changes_that_happened_in_the_scan():
     series, age = _switching_cohort()
     ids = list(series)
     switches = np.round(np.exp((age - 20) / 30)).astype(int)  # the scan's count follows age
-    latents = pd.DataFrame({"dynamics_dwell": np.zeros(len(ids)), "state_switches": switches}, index=ids)
+    latents = pd.DataFrame({"integrity": age, "dynamics_dwell": np.zeros(len(ids)), "state_switches": switches}, index=ids)
     inputs = oracle_inputs(latents)
     assert list(inputs) == [ORACLE, SCAN_CEILING]
+    assert list(inputs[ORACLE].columns) == ["dynamics_dwell"]  # integrity is what fluid intelligence is made of
     np.testing.assert_allclose(inputs[SCAN_CEILING]["state_switches"], np.log1p(switches))
     assert list(oracle_inputs(latents[["state_switches"]])) == [SCAN_CEILING]
     rows = predict_baselines(series, age, {0: (ids[:40], ids[40:])}, models=("tangent_ridge",), latents=latents)
@@ -99,3 +102,16 @@ def test_the_report_says_how_far_each_model_is_from_the_oracle():
     lines = oracle_gaps(pd.concat([results, ceiling]), "age")
     assert len(lines) == 2 and lines[1].startswith(f"distance to the {SCAN_CEILING} (MAE 9.00)")
     assert "brainlit closes 50%" in lines[1]
+
+
+def test_an_experiment_hands_a_simulated_cohorts_latents_to_the_oracles_and_nothing_elsewhere(tmp_path):
+    root = tmp_path / "cohort"
+    (root / LATENTS).parent.mkdir(parents=True)
+    pd.DataFrame({"participant_id": ["sub-1", "sub-2"], "integrity": [0.1, -0.2],
+                  "dynamics_log_mean_dwell": [3.0, 3.5], "state_switches": [20, 11]}).to_csv(root / LATENTS, sep="\t", index=False)
+    experiment = Experiment(str(root), str(tmp_path / "out"))
+    latents = experiment.latents(["sub-2"])
+    assert latents.loc["sub-2", "state_switches"] == 11
+    assert list(oracle_inputs(latents)) == [ORACLE, SCAN_CEILING]
+    assert experiment.latents(["sub-3"]) is None  # a subject the simulation never made
+    assert Experiment(str(tmp_path), str(tmp_path / "out2")).latents(["sub-1"]) is None  # not simulated
