@@ -58,8 +58,8 @@ def fold_predictions(series: list[np.ndarray], y: np.ndarray, probes: np.ndarray
     """Test predictions of ``MODELS``, fit on ``train`` only; ``latents`` ``[N, 2]`` holds the
     log switch count and the true log dwell."""
     test_series = [series[i] for i in test]
-    scan = LatentOracle().fit([series[i] for i in train], y[train], latents[train, :1])
     oracle = LatentOracle().fit([series[i] for i in train], y[train], latents[train, 1:])
+    scan = oracle.restacked(latents[train, :1])
     readout = oracle.readout(test_series)
     calibrate = LinearRegression().fit(oracle.loo_[:, None], y[train])
     residual = y[train] - calibrate.predict(oracle.loo_[:, None])

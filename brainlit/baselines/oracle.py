@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -69,8 +70,16 @@ class LatentOracle:
         fit = fit_ridge_combination(torch.from_numpy(features), torch.from_numpy(y)[:, None], blocks, "stack")
         self.weight_, self.bias_ = fit.weight[0].double().numpy(), float(fit.bias[0])
         self.loo_ = fit.loo[:, 0].double().numpy()  # the read-out's leave-one-out predictions
+        self.y_ = y
         self.stack_ = LinearRegression().fit(np.column_stack([self.loo_, latents]), y)
         return self
+
+    def restacked(self, latents: np.ndarray) -> LatentOracle:
+        """A copy that stacks other latent parameters ``[N, L']`` of the same training subjects;
+        the static read-out, the costly part of :meth:`fit`, is shared, not refit."""
+        other = copy.copy(self)
+        other.stack_ = LinearRegression().fit(np.column_stack([self.loo_, latents]), self.y_)
+        return other
 
     def _static(self, roi_timeseries: Sequence[np.ndarray]) -> np.ndarray:
         """Correlation FC, tangent FC at the training reference and autocorrelations ``[N, F]``."""

@@ -82,8 +82,8 @@ def predict_baselines(
                 raise ValueError(
                     f"fold {fold}: subjects in both train and test: {sorted(set(train) & set(test))[:5]}"
                 )
-            fits = {name: _fit_predict(name, series, values, train, test, oracles.get(name))
-                    for name in [*models, *oracles]}
+            fits = {name: _fit_predict(name, series, values, train, test) for name in models}
+            fits |= _oracle_predictions(series, values, train, test, oracles)
             for name, y_pred in fits.items():
                 frames.append(pd.DataFrame({
                     "model": name, "target": target, "fold": fold, "subject_id": test,
@@ -94,12 +94,20 @@ def predict_baselines(
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PREDICTION_COLUMNS)
 
 
-def _fit_predict(name: str, series: Mapping, values: pd.Series, train: list[str], test: list[str],
-                 latents: pd.DataFrame | None) -> np.ndarray:
-    """Fit one baseline (or, with its ``latents``, one oracle row) on the ``train`` subjects
-    alone and predict the ``test`` subjects."""
+def _fit_predict(name: str, series: Mapping, values: pd.Series, train: list[str], test: list[str]) -> np.ndarray:
+    """Fit one baseline on the ``train`` subjects alone and predict the ``test`` subjects."""
     train_series, test_series = [series[s] for s in train], [series[s] for s in test]
-    if latents is not None:
-        oracle = LatentOracle().fit(train_series, values[train].to_numpy(), latents.loc[train].to_numpy())
-        return oracle.predict(test_series, latents.loc[test].to_numpy())
     return BASELINES[name]().fit(train_series, values[train].to_numpy()).predict(test_series)
+
+
+def _oracle_predictions(series: Mapping, values: pd.Series, train: list[str], test: list[str],
+                        oracles: Mapping[str, pd.DataFrame]) -> dict[str, np.ndarray]:
+    """Each oracle row's test predictions (``{name: its latent columns}``), fit on the ``train``
+    subjects alone; the static read-out they share is fit once."""
+    if not oracles:
+        return {}
+    (first, latents), *others = oracles.items()
+    fitted = {first: LatentOracle().fit([series[s] for s in train], values[train].to_numpy(), latents.loc[train].to_numpy())}
+    fitted |= {name: fitted[first].restacked(columns.loc[train].to_numpy()) for name, columns in others}
+    test_series = [series[s] for s in test]
+    return {name: oracle.predict(test_series, oracles[name].loc[test].to_numpy()) for name, oracle in fitted.items()}
