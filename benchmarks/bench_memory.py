@@ -57,8 +57,7 @@ COMPONENTS = [
     (r"moe", "RWMOE: walk, gate, norm"),
     (r"roi_pool", "ROI pooling"),
     (r"ssm\.\d+", "SSM"),
-    (r"fc_readout", "FC read-out"),
-    (r"(head|direct_head|norm)", "head"),
+    (r"(head|norm)", "head"),
 ]
 OTHER = "other (FC, loss)"
 UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}

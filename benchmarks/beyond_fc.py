@@ -6,9 +6,9 @@ both in closed form, on repeated stratified k-fold of a brainlit cache (no learn
 ridge, so it takes a minute): ridge on FC, ridge on each ROI's autocorrelation at lags
 1..``max_lag`` ("dynamics"), ridge on both, ridge on tangent-space FC (reference fit on each
 fold's training subjects) alone and with the dynamics, the average of the two ridge fits with
-the dynamics (what the model's read-out is with ``readout_connectivity: both``), the two
-stacked by their leave-one-out predictions (the read-out's own fit with ``readout_combine:
-stack``, :func:`brainlit.tasks.closed_form.fit_ridge_combination`), and kernel ridge
+the dynamics (brainlit's read-out with ``connectivity: both, combine: mean``), the two
+stacked by their leave-one-out predictions (the read-out's own fit with ``combine: stack``,
+:func:`brainlit.baselines.ridge.fit_ridge_combination`), and kernel ridge
 (the baseline's) on FC and on FC + dynamics.
 The paired difference of ridge on FC + dynamics against ridge on FC says how much a model that
 reads the dynamics could gain; a learned model that does not reach it has not learned them.
@@ -32,15 +32,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from brainlit.baselines.fc_ridge import FCKernelRidge, fc_features
-from brainlit.baselines.oracle import lag_features
+from brainlit.baselines.features import feature_blocks, lag_features
+from brainlit.baselines.ridge import fit_ridge_combination
 from brainlit.data.cache import CacheReader
 from brainlit.metrics import corrected_paired_interval
-from brainlit.models.readout import feature_blocks
-from brainlit.tasks.closed_form import fit_ridge_combination
 
 ALPHAS = np.logspace(-2, 5, 30)
-AVERAGE = "fc + dynamics and tangent + dynamics, averaged"  # the read-out's readout_connectivity: both
-STACKED = "fc + dynamics and tangent + dynamics, stacked"  # ... with readout_combine: stack
+AVERAGE = "fc + dynamics and tangent + dynamics, averaged"  # the read-out with combine: mean
+STACKED = "fc + dynamics and tangent + dynamics, stacked"  # ... with combine: stack
 
 
 def dynamics_features(series: np.ndarray, max_lag: int = 3) -> np.ndarray:

@@ -40,7 +40,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from brainlit.baselines.fc_ridge import fc_features
-from brainlit.baselines.oracle import lag_features
+from brainlit.baselines.features import lag_features
 from brainlit.data.simulate.probe import switching_features
 
 

@@ -43,6 +43,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from brainlit.baselines.oracle import LatentOracle
+from brainlit.baselines.readout import ConnectivityRidge
 from brainlit.data.simulate import GenerativeModel, SimulatedCohort, simulate_roi_timeseries
 from brainlit.data.simulate.probe import switching_features
 from brainlit.metrics import corrected_paired_interval
@@ -57,15 +58,15 @@ def fold_predictions(series: list[np.ndarray], y: np.ndarray, probes: np.ndarray
                      train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
     """Test predictions of ``MODELS``, fit on ``train`` only; ``latents`` ``[N, 2]`` holds the
     log switch count and the true log dwell."""
-    test_series = [series[i] for i in test]
-    oracle = LatentOracle().fit([series[i] for i in train], y[train], latents[train, 1:])
-    scan = oracle.restacked(latents[train, :1])
-    readout = oracle.readout(test_series)
-    calibrate = LinearRegression().fit(oracle.loo_[:, None], y[train])
-    residual = y[train] - calibrate.predict(oracle.loo_[:, None])
+    fitted = ConnectivityRidge().fit([series[i] for i in train], y[train])
+    oof, readout = fitted.oof_[:, 0], fitted.predict([series[i] for i in test])[:, 0]
+    true = LatentOracle().fit(oof, latents[train, 1:], y[train])
+    scan = LatentOracle().fit(oof, latents[train, :1], y[train])
+    calibrate = LinearRegression().fit(oof[:, None], y[train])
+    residual = y[train] - calibrate.predict(oof[:, None])
     ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 30))).fit(probes[train], residual)
     return {MEAN: np.full(len(test), y[train].mean()), READOUT: readout, PROBES: calibrate.predict(readout[:, None]) + ridge.predict(probes[test]),
-            SCAN: scan.predict(test_series, latents[test, :1]), TRUE: oracle.predict(test_series, latents[test, 1:])}
+            SCAN: scan.predict(readout, latents[test, :1]), TRUE: true.predict(readout, latents[test, 1:])}
 
 
 def reach_rows(cohort: SimulatedCohort, n_folds: int, repeats: int) -> list[dict]:

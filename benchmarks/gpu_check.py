@@ -270,8 +270,8 @@ def demo_fit(check: Check) -> None:
         "fit",
         "--config",
         "configs/demo/finetune.yaml",
-        "--model.init_args.freeze_encoder",
-        "false",  # no pretrained encoder here: it must train
+        "--model.init_args.encoder_lr_scale",
+        "1.0",  # no pretrained encoder here: it must train
         "--data.root",
         str(cohort),
         "--data.atlas",

@@ -1,6 +1,8 @@
 """brainlit: brain age and cognition from resting-state fMRI on PyTorch Lightning."""
 
-__version__ = "0.1.0"
+from brainlit.version import __version__
+
+__all__ = ["__version__", "load_model"]
 
 
 def load_model(path: str):  # noqa: ANN201 - imported late so `import brainlit` stays light

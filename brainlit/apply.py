@@ -17,11 +17,13 @@ import pandas as pd
 import torch
 from jsonargparse import ArgumentParser
 
+from brainlit.baselines.readout import ConnectivityRidge
 from brainlit.data.cache import CacheReport
 from brainlit.data.card import file_sha256
 from brainlit.data.datamodule import FMRIDataModule
 from brainlit.errors import BrainlitConfigError, BrainlitDataError
-from brainlit.model_folder import build_task, read_model_folder
+from brainlit.model_folder import load_parts, read_model_folder
+from brainlit.stack import NetworkShare
 from brainlit.tasks.predictions import corrected_gap
 
 log = logging.getLogger(__name__)
@@ -34,13 +36,20 @@ NOT_FOR_APPLY = {"root", "atlas", "targets", "n_folds", "fold", "val_fraction", 
 class BrainAgeModel:
     """A loaded model folder: predicts targets (and the brain-age gap) from ROI time series.
 
+    brainlit's prediction is the read-out's plus the combination's weight times the networks'
+    (mean) difference from it (:mod:`brainlit.stack`); a folder of networks alone predicts
+    their mean.
+
     Args:
         card: The folder's ``brainlit_model.json``.
-        tasks: One :class:`~brainlit.tasks.RegressionTask` per ensemble member (eval mode).
+        networks: :class:`~brainlit.tasks.RegressionTask` networks in eval mode (averaged).
+        readout: The closed-form read-out, or None.
+        combination: How the read-out and the networks combine, or None.
     """
 
-    def __init__(self, card: dict, tasks: list[torch.nn.Module]) -> None:
-        self.card, self.tasks = card, tasks
+    def __init__(self, card: dict, networks: list[torch.nn.Module], readout: ConnectivityRidge | None = None,
+                 combination: NetworkShare | None = None) -> None:
+        self.card, self.networks, self.readout, self.combination = card, networks, readout, combination
         self.targets: list[str] = list(card["targets"])
         self.n_rois: int = int(card["data"]["n_rois"])
         self.min_timepoints: int = int(card["data"]["window"])  # what each training window held
@@ -56,7 +65,7 @@ class BrainAgeModel:
             age: True ages where known (NaN elsewhere), for the brain-age gap.
 
         Returns:
-            ``subject_id``, ``<target>_pred`` per target (the members' mean) and, for an age
+            ``subject_id``, ``<target>_pred`` per target and, for an age
             model, ``age_true``, ``brain_age_gap``, ``brain_age_gap_corrected`` (the stored
             training-cohort correction) and ``outside_training_ages`` (known age outside the
             training cohort's range).
@@ -69,6 +78,9 @@ class BrainAgeModel:
         for sid, run in zip(ids, runs, strict=True):
             self._check_run(sid, np.asarray(run))
         pred = self._predict_runs([np.asarray(run, np.float32) for run in runs])
+        if self.readout is not None:
+            readout = self.readout.predict([np.asarray(run, np.float64).T for run in runs])
+            pred = self.combination.predict(readout, pred) if self.combination is not None else readout
         frame = pd.DataFrame({"subject_id": ids})
         for j, target in enumerate(self.targets):
             frame[f"{target}_pred"] = pred[:, j]
@@ -91,7 +103,7 @@ class BrainAgeModel:
 
     @torch.no_grad()
     def _predict_runs(self, runs: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        """Members' mean predictions ``[N, n_targets]`` of runs ``[T, R]``, batched by length."""
+        """The networks' mean predictions ``[N, n_targets]`` of runs ``[T, R]``, batched by length."""
         pred = np.zeros((len(runs), len(self.targets)), np.float32)
         by_length: dict[int, list[int]] = {}
         for i, run in enumerate(runs):
@@ -100,9 +112,8 @@ class BrainAgeModel:
             for start in range(0, len(rows), batch_size):
                 batch = rows[start : start + batch_size]
                 x = torch.from_numpy(np.stack([runs[i].T for i in batch]))  # [B, R, T]
-                members = [task.to_original_units(task.predict_runs(x)["pred"])
-                           for task in self.tasks]
-                pred[batch] = torch.stack(members).mean(0).numpy()
+                each = [task.to_original_units(task.predict_runs(x)["pred"]) for task in self.networks]
+                pred[batch] = torch.stack(each).mean(0).numpy()
         return pred
 
     def _with_gap(self, frame: pd.DataFrame, age: pd.Series) -> pd.DataFrame:
@@ -120,9 +131,8 @@ class BrainAgeModel:
 
 def load_model(path: str | Path) -> BrainAgeModel:
     """Load a model folder (``model.safetensors`` + ``brainlit_model.json``); no pickle runs."""
-    card, states = read_model_folder(path)
-    tasks = [build_task(member["hparams"], states[f"member{i}"]) for i, member in enumerate(card["members"])]
-    return BrainAgeModel(card, tasks)
+    card, tensors = read_model_folder(path)
+    return BrainAgeModel(card, *load_parts(card, tensors))
 
 
 def _parser(card: dict | None = None) -> ArgumentParser:

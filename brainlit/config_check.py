@@ -20,8 +20,9 @@ EXPERIMENT_SETS = {"root": "--root", "cache_path": "--out", "fold": "--n_folds",
 PLACEHOLDER_ROIS = 64  # the cache, which knows the real count, is not built yet
 
 
-def data_options(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Split ``argv`` into the experiment's own arguments and its ``--data.*`` options.
+def data_options(argv: list[str], prefix: str = "--data.") -> tuple[list[str], list[str]]:
+    """Split ``argv`` into the experiment's own arguments and its ``<prefix>*`` options, the
+    latter returned as ``--data.*`` (``--pretrain_data.layout arrays`` -> ``--data.layout arrays``).
 
     Raises:
         BrainlitConfigError: an option the experiment sets itself, named with what to use.
@@ -29,17 +30,17 @@ def data_options(argv: list[str]) -> tuple[list[str], list[str]]:
     own, data, i = [], [], 0
     while i < len(argv):
         arg = argv[i]
-        if not arg.startswith("--data."):
+        if not arg.startswith(prefix):
             own.append(arg)
             i += 1
             continue
         name, _, value = arg.partition("=")
         if not value and i + 1 < len(argv):
             value, i = argv[i + 1], i + 1
-        key = name.removeprefix("--data.")
+        key = name.removeprefix(prefix)
         if key in EXPERIMENT_SETS:
             raise BrainlitConfigError(f"{name}: the experiment sets it for every step; use {EXPERIMENT_SETS[key]}.")
-        data += [name, value]
+        data += [f"--data.{key}", value]
         i += 1
     return own, data
 
@@ -81,12 +82,12 @@ def check_config(config: Path, args: list[str]) -> None:
     try:
         _ParseOnly(args=["--config", str(config), *args], run=False, parser_kwargs={"exit_on_error": False})
     except argparse.ArgumentError as error:
-        raise BrainlitConfigError(f"{config}: {_one_line(str(error))}") from None
+        raise BrainlitConfigError(f"{config}: {one_line(str(error))}") from None
     except _ClassError as error:
         raise BrainlitConfigError(f"{config}: {error}") from None
 
 
-def _one_line(message: str) -> str:
+def one_line(message: str) -> str:
     """jsonargparse's several-line message as ``Parser key "x": <the line that says why>``."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     why = [line for line in lines[1:] if "not accepted" in line or "Got value" in line or "Expected" in line]

@@ -2,18 +2,20 @@
 
 Layout::
 
-    <folder>/model.safetensors     tensors only: member<i>.<state_dict key> per ensemble member
-    <folder>/brainlit_model.json   the card: architecture, data, targets, bias correction, CV
+    <folder>/model.safetensors     tensors only: network<i>.<state_dict key> per network,
+                                   readout.<name> for the closed-form read-out
+    <folder>/brainlit_model.json   the card
 
-The card holds everything needed to apply the model to a new cohort: each member's task
-hyperparameters (architecture, read-out kind) and target normalisation; the data card (atlas
-name, checksum and ROI labels, ROI count, TR, window length, cleaning options); the
-brain-age bias correction fit on the training cohort; the training cohort's size and age
-range; the cross-validation results; and the brainlit version. The ridge read-out's weights
-and tangent reference are tensors of the state dict (``model.fc_readout.*``).
+The card says what the model holds (``model``: the read-out's configuration, each network's
+task hyperparameters and target normalisation, and the combination's weights with the evidence
+behind them) and everything needed to apply it to a new cohort: the data card (atlas name,
+checksum and ROI labels, ROI count, TR, window length, cleaning options), the brain-age bias
+correction, the training cohort's size and age range, the pretraining corpus, the
+cross-validation results and the brainlit version.
 
-``python -m brainlit export CKPT... OUT_DIR`` builds a folder from fine-tuning checkpoints
-(``experiment`` writes one for its final model); :func:`load_model` reads it back.
+``python -m brainlit export CKPT... OUT_DIR`` builds a folder from fine-tuning checkpoints (the
+networks alone); ``experiment`` writes one with all three parts; :func:`read_model_folder`
+reads either back.
 """
 
 from __future__ import annotations
@@ -22,35 +24,59 @@ import inspect
 import json
 import logging
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from jsonargparse import ArgumentParser
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-import brainlit
+from brainlit.baselines.readout import ConnectivityRidge
 from brainlit.errors import BrainlitCheckpointError, BrainlitOutputError
+from brainlit.stack import NetworkShare
 from brainlit.tasks.checkpoints import export_encoder, read_checkpoint, task_name
 from brainlit.tasks.predictions import fit_gap_correction
+from brainlit.tasks.regress import RegressionTask
+from brainlit.version import __version__
 
 log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "brainlit-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: read-out, networks and combination as three parts
 CARD, WEIGHTS = "brainlit_model.json", "model.safetensors"
 
 
-def members_of(checkpoints: list[str | Path]) -> tuple[list[dict], dict]:
+@dataclass
+class ModelParts:
+    """What a model folder holds, in memory.
+
+    Attributes:
+        networks: Each network's ``{"hparams", "state_dict", "source"}``.
+        data: The data card the networks were trained with (atlas, TR, ROIs, targets, cohort).
+        readout: The fitted closed-form read-out, or None (a folder of networks alone).
+        combination: The fitted combination, or None (the networks' mean is the prediction).
+        card: Further card entries: ``bias_correction``, ``cv_results``, ``pretraining`` ...
+    """
+
+    networks: list[dict]
+    data: dict
+    readout: ConnectivityRidge | None = None
+    combination: NetworkShare | None = None
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+def networks_of(checkpoints: list[str | Path]) -> tuple[list[dict], dict]:
     """Each checkpoint's hyperparameters and state dict, and the data card they share.
 
     Raises:
         BrainlitCheckpointError: a checkpoint is not a fine-tuning one, has no data card, or
             was trained on other targets, ROIs or atlas than the first.
     """
-    members, card = [], None
+    networks, card = [], None
     for path in map(Path, checkpoints):
         if not path.is_file():
             raise BrainlitCheckpointError(f"checkpoint {path} not found.")
@@ -62,16 +88,16 @@ def members_of(checkpoints: list[str | Path]) -> tuple[list[dict], dict]:
         if "brainlit_data" not in ckpt:
             raise BrainlitCheckpointError(f"{path} carries no data card (atlas, TR, cohort): it was "
                                           "saved by an older brainlit; fit it again to export it.")
-        member_card = ckpt["brainlit_data"]
-        if card is not None and _identity(member_card) != _identity(card):
+        network_card = ckpt["brainlit_data"]
+        if card is not None and _identity(network_card) != _identity(card):
             raise BrainlitCheckpointError(
-                f"{path} was trained on {_identity(member_card)}, the first checkpoint on "
-                f"{_identity(card)}: a model folder's members share targets, atlas and ROIs.")
-        card = card or member_card
-        members.append({"hparams": _plain(hparams), "state_dict": ckpt["state_dict"], "source": path.name})
-    if not members:
+                f"{path} was trained on {_identity(network_card)}, the first checkpoint on "
+                f"{_identity(card)}: a model folder's networks share targets, atlas and ROIs.")
+        card = card or network_card
+        networks.append({"hparams": _plain(hparams), "state_dict": ckpt["state_dict"], "source": path.name})
+    if not networks:
         raise BrainlitCheckpointError("export needs at least one checkpoint.")
-    return members, card
+    return networks, card
 
 
 def _identity(card: dict) -> tuple:
@@ -105,76 +131,82 @@ def bias_from_predictions(path: str | Path) -> dict | None:
     return bias_correction(table["age_true"], table["age_pred"], f"predictions in {Path(path).name}")
 
 
-def write_model_folder(out: str | Path, members: list[dict], data: dict, correction: dict | None = None,
-                       cv_results: list[dict] | None = None) -> Path:
+def _tensors(parts: ModelParts) -> dict[str, torch.Tensor]:
+    tensors = {f"network{i}.{key}": value.detach().contiguous().clone()
+               for i, network in enumerate(parts.networks) for key, value in network["state_dict"].items()}
+    if parts.readout is not None:
+        tensors |= {f"readout.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in parts.readout.to_state()[1].items()}
+    return tensors
+
+
+def _card(parts: ModelParts) -> dict[str, Any]:
+    networks = [{"hparams": n["hparams"], "source": n["source"],
+                 "target_mean": n["state_dict"]["target_mean"].tolist(),
+                 "target_std": n["state_dict"]["target_std"].tolist()} for n in parts.networks]
+    model = {"readout": None if parts.readout is None else parts.readout.to_state()[0], "networks": networks,
+             "combination": None if parts.combination is None else parts.combination.to_state()}
+    return {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "brainlit_version": __version__,
+            "targets": parts.data["targets"], "model": model, "data": parts.data,
+            "training_cohort": parts.data["training_cohort"], "bias_correction": None, "cv_results": None,
+            **parts.card}
+
+
+def write_model_folder(out: str | Path, parts: ModelParts) -> Path:
     """Write ``model.safetensors`` and ``brainlit_model.json`` into ``out`` (replaced whole)."""
     out = Path(out)
-    tensors = {f"member{i}.{key}": value.detach().contiguous().clone()
-               for i, member in enumerate(members) for key, value in member["state_dict"].items()}
-    card = {
-        "format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "brainlit_version": brainlit.__version__,
-        "task": "brainlit.tasks.RegressionTask",
-        "targets": data["targets"],
-        "members": [{"hparams": m["hparams"], "source": m["source"],
-                     "target_mean": m["state_dict"]["target_mean"].tolist(),
-                     "target_std": m["state_dict"]["target_std"].tolist()} for m in members],
-        "data": data,
-        "training_cohort": data["training_cohort"],
-        "bias_correction": correction,
-        "cv_results": cv_results,
-    }
     tmp = out.with_name(out.name + ".tmp")
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file(tensors, str(tmp / WEIGHTS), {"format": MODEL_FORMAT})
-        (tmp / CARD).write_text(json.dumps(card, indent=2))
+        save_file(_tensors(parts), str(tmp / WEIGHTS), {"format": MODEL_FORMAT})
+        (tmp / CARD).write_text(json.dumps(_card(parts), indent=2))
         shutil.rmtree(out, ignore_errors=True)
         tmp.replace(out)
     except OSError as error:
         shutil.rmtree(tmp, ignore_errors=True)
         raise BrainlitOutputError(f"cannot write the model folder {out}: {error.strerror or error}.") from error
-    log.info("Model folder (%d member(s), targets %s) written to %s", len(members), data["targets"], out)
+    log.info("Model folder (%d network(s)%s, targets %s) written to %s", len(parts.networks),
+             "" if parts.readout is None else " + read-out", parts.data["targets"], out)
     return out
 
 
 def export_model(checkpoints: list[str | Path], out: str | Path, bias_from: str | Path | None = None) -> Path:
-    """A model folder from fine-tuning checkpoints (several: an ensemble, predictions averaged)."""
-    members, data = members_of(checkpoints)
+    """A model folder of networks alone (several: averaged) from fine-tuning checkpoints."""
+    networks, data = networks_of(checkpoints)
     correction = bias_from_predictions(bias_from) if bias_from else None
     if correction is None and "age" in data["targets"]:
         log.warning("No --bias_from predictions: the model folder holds no brain-age bias correction, "
                     "so apply writes no brain_age_gap_corrected.")
-    return write_model_folder(out, members, data, correction)
+    return write_model_folder(out, ModelParts(networks, data, card={"bias_correction": correction}))
 
 
 def read_model_folder(path: str | Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
-    """The card and each member's state dict, read without unpickling anything."""
+    """The card and its tensors grouped by part (``network0``, ..., ``readout``), read without
+    unpickling anything."""
     path = Path(path)
     if not (path / CARD).is_file():
         inside = sorted(p.parent.name for p in path.glob(f"*/{CARD}"))
         hint = f"; it holds the model folders {inside}" if inside else ""
         raise BrainlitCheckpointError(f"{path} is not a brainlit model folder (no {CARD}){hint}.")
     card = json.loads((path / CARD).read_text())
-    if card.get("format") != MODEL_FORMAT or card.get("format_version", 0) > FORMAT_VERSION:
-        raise BrainlitCheckpointError(f"{path / CARD} is not a brainlit model card this brainlit reads "
-                                      f"(format {card.get('format')!r}, version {card.get('format_version')}).")
+    if card.get("format") != MODEL_FORMAT or card.get("format_version") != FORMAT_VERSION:
+        raise BrainlitCheckpointError(f"{path / CARD} is not a model card this brainlit reads (format "
+                                      f"{card.get('format')!r}, version {card.get('format_version')}; this "
+                                      f"brainlit reads version {FORMAT_VERSION}): export or train it again.")
     try:
         with safe_open(str(path / WEIGHTS), framework="pt", device="cpu") as file:
             tensors = {key: file.get_tensor(key) for key in file.keys()}
     except (SafetensorError, OSError) as error:
         raise BrainlitCheckpointError(f"cannot read {path / WEIGHTS}: {error}") from None
-    states: dict[str, dict[str, torch.Tensor]] = {}
+    parts: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
-        member, _, name = key.partition(".")
-        states.setdefault(member, {})[name] = value
-    return card, states
+        part, _, name = key.partition(".")
+        parts.setdefault(part, {})[name] = value
+    return card, parts
 
 
 def build_task(hparams: dict, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
     """A :class:`~brainlit.tasks.RegressionTask` in eval mode from stored hyperparameters and weights."""
-    from brainlit.tasks.regress import RegressionTask
-
     accepted = inspect.signature(RegressionTask.__init__).parameters
     kwargs = {k: v for k, v in hparams.items() if k in accepted and k != "self"}
     task = RegressionTask(**{**kwargs, "pretrained": None})  # the encoder is in the weights
@@ -182,13 +214,24 @@ def build_task(hparams: dict, state_dict: dict[str, torch.Tensor]) -> torch.nn.M
     return task.eval()
 
 
+def load_parts(card: dict, tensors: dict[str, dict[str, torch.Tensor]]) -> tuple[list, ConnectivityRidge | None, NetworkShare | None]:
+    """The networks (tasks in eval mode), the read-out and the combination of a read folder."""
+    networks = [build_task(n["hparams"], tensors[f"network{i}"]) for i, n in enumerate(card["model"]["networks"])]
+    model = card["model"]
+    readout = None
+    if model["readout"] is not None:
+        readout = ConnectivityRidge.from_state(model["readout"], {k: v.numpy() for k, v in tensors["readout"].items()})
+    combination = None if model["combination"] is None else NetworkShare.from_state(model["combination"])
+    return networks, readout, combination
+
+
 def export_command(argv: list[str]) -> None:
     """``python -m brainlit export CKPT... OUT``: share a trained model safely.
 
-    Fine-tuning checkpoints (one, or several ensemble members) -> the model folder OUT
+    Fine-tuning checkpoints (one, or several networks to average) -> the model folder OUT
     (``model.safetensors`` + ``brainlit_model.json``), which ``python -m brainlit apply`` and
     ``brainlit.load_model`` read. One LMAE pretraining checkpoint -> OUT.safetensors holding
-    its encoder, which ``model.pretrained`` loads.
+    its encoder, which ``model.pretrained`` and ``experiment --encoder`` load.
     """
     parser = ArgumentParser(prog="python -m brainlit export", description=export_command.__doc__)
     parser.add_argument("checkpoints", type=str, nargs="+", help="checkpoints (.ckpt), then OUT")
@@ -203,4 +246,3 @@ def export_command(argv: list[str]) -> None:
         print(f"Encoder written to {export_encoder(checkpoints[0], out)}")
         return
     print(f"Model folder written to {export_model(checkpoints, out, args.bias_from)}")
-

@@ -13,8 +13,10 @@ import pandas as pd
 from scipy import stats
 
 from brainlit.baselines.oracle import ORACLES
+from brainlit.baselines.run import READOUT
 from brainlit.ensembles import CLASSICAL_ENSEMBLE
 from brainlit.metrics import corrected_paired_interval
+from brainlit.stack import NETWORK
 
 PAPER = {
     "age": {"mae": 5.343, "pearson_r": 0.928},
@@ -22,8 +24,6 @@ PAPER = {
 }
 PAPER_ROW = "paper (Cam-CAN)"
 CLASSICAL = ("tangent_ridge", "kernel_ridge_fc", "dfc_ridge", CLASSICAL_ENSEMBLE, "mean")
-# brainlit's closed-form read-out alone (``fc_readout: ridge``): what RWMOE + SSM must improve on
-READOUT = "brainlit read-out"
 MIN_TEST_FOR_R = 3  # r of two points is +-1 whatever the model does
 STATS = ("mean", "sd", "ci_low", "ci_high")
 SUMMARY_COLUMNS = ["model", "target", "n_folds"] + [
@@ -113,13 +113,19 @@ def paired_differences(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def readout_pairs(models: Iterable[str]) -> list[tuple[str, str]]:
-    """``(brainlit model, its read-out)`` for each brainlit model whose closed-form read-out was
-    scored alone: ``brainlit`` and ``brainlit read-out``, or ``brainlit (cfg)`` and
-    ``brainlit read-out (cfg)`` when an ablation folder holds several configs."""
+    """``(brainlit model, its read-out)`` for each combination of the network and the read-out:
+    ``brainlit`` (or a pretraining variant) and ``brainlit read-out``; with an ablation folder
+    of several configs, ``brainlit (cfg)`` and ``brainlit read-out (cfg)`` where that exists."""
     models = set(models)
-    pairs = [(m, READOUT + m[len("brainlit"):]) for m in sorted(models, key=_model_rank)
-             if m.startswith("brainlit") and not m.startswith(READOUT)]
-    return [(m, r) for m, r in pairs if r in models]
+    pairs = []
+    for model in sorted(models, key=_model_rank):
+        if not model.startswith("brainlit") or model.startswith((READOUT, NETWORK, "brainlit + ")):
+            continue
+        own = READOUT + model[len("brainlit"):]
+        reference = own if own in models else READOUT
+        if reference in models:
+            pairs.append((model, reference))
+    return pairs
 
 
 def _paired(group: pd.DataFrame, model: str, reference: str) -> tuple[int, float, float, float]:
@@ -174,7 +180,7 @@ def _difference_lines(results: pd.DataFrame, target: str) -> list[str]:
     for row in paired_differences(results).query("target == @target").itertuples():
         interval = "" if math.isnan(row.diff_ci_low) else f" [{row.diff_ci_low:+.2f}, {row.diff_ci_high:+.2f}]"
         verdict = "lower" if row.diff_mean < 0 else "not lower"
-        role = "what RWMOE + SSM add" if row.reference.startswith(READOUT) else "best classical"
+        role = "what the network adds" if row.reference.startswith(READOUT) else "best classical"
         lines.append(f"{row.model} - {row.reference} ({role}): MAE {row.diff_mean:+.2f}{interval} "
                      f"over {row.n} paired folds ({verdict})")
     return lines + oracle_gaps(results, target)
@@ -221,6 +227,17 @@ def _diagnostics_section(diagnostics: Mapping[str, Mapping[str, float]]) -> list
             *_markdown_table(["pretraining", *names], rows), ""]
 
 
+def _shares_section(shares: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """What brainlit combined: each target's weight on the network's share, per config."""
+    targets = sorted({t for weights in shares.values() for t in weights})
+    rows = [[config, *(f"{weights[t]:.2f}" if t in weights else "-" for t in targets)]
+            for config, weights in shares.items()]
+    return ["## What brainlit combined", "",
+            f"brainlit = {READOUT} + w x ({NETWORK} - {READOUT}), w in [0, 1] per target, fit in each "
+            "fold on the out-of-sample predictions of its training subjects; mean w over folds:", "",
+            *_markdown_table(["config", *targets], rows), ""]
+
+
 def _subjects_section(title: str, intro: str, table: pd.DataFrame | None) -> list[str]:
     lines = [f"## {title}", ""]
     if table is None or len(table) == 0:
@@ -245,9 +262,10 @@ def to_markdown(
     title: str = "brainlit results",
     diagnostics: Mapping[str, Mapping[str, float]] | None = None,
     dropped: pd.DataFrame | None = None,
+    shares: Mapping[str, Mapping[str, float]] | None = None,
 ) -> str:
-    """Markdown report: per target the models, the paper and the paired difference; then the
-    LMAE diagnostics and the subjects left out.
+    """Markdown report: per target the models, the paper and the paired difference; then what
+    brainlit combined, the LMAE diagnostics and the subjects left out.
 
     Args:
         results: Per-fold scores (model, target, [repeat,] fold, n_test, mae, pearson_r,
@@ -256,6 +274,7 @@ def to_markdown(
         title: Top-level heading.
         diagnostics: ``{pretraining variant: {filler: MSE}}`` from LMAE validation.
         dropped: Subjects with imaging but without a target value (subject_id, reason).
+        shares: ``{config: {target: mean weight on the network's share}}``.
     """
     summary = summarize(results)
     lines = [
@@ -271,6 +290,8 @@ def to_markdown(
         lines += [f"## {target}", ""]
         lines += _markdown_table(_header(target), _rows(summary, target, ci=True))
         lines += ["", *(f"- {line}" for line in _difference_lines(results, target)), ""]
+    if shares:
+        lines += _shares_section(shares)
     if diagnostics:
         lines += _diagnostics_section(diagnostics)
     lines += _subjects_section("Skipped subjects", "left out for bad input", skipped)

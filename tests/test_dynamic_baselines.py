@@ -3,11 +3,12 @@
 import numpy as np
 import pandas as pd
 
-from brainlit.baselines import predict_baselines
+from brainlit.baselines import READOUT, ConnectivityRidge, predict_baselines, readout_folds
 from brainlit.baselines.dfc_ridge import DynamicFCRidge, state_summaries
 from brainlit.baselines.oracle import ORACLE, SCAN_CEILING, LatentOracle, oracle_inputs
 from brainlit.data.simulate import LATENTS
 from brainlit.experiment import Experiment
+from brainlit.experiment.classical import latents_of
 from brainlit.report import oracle_gaps
 
 
@@ -63,11 +64,12 @@ def test_the_oracle_adds_the_true_latents_to_static_fc():
     latent = pd.DataFrame({"dynamics_dwell": (age - 20) / 60 + 0.05 * np.random.default_rng(1).standard_normal(len(age))},
                           index=ids)
     folds = {0: (ids[:40], ids[40:])}
-    rows = predict_baselines(series, age, folds, models=("tangent_ridge",), latents=latent)
+    rows, oof = readout_folds(series, age.to_frame(), folds, ConnectivityRidge(), latent)
     mae = rows.assign(ae=(rows.y_pred - rows.y_true).abs()).groupby("model")["ae"].mean()
-    assert set(mae.index) == {"tangent_ridge", ORACLE}
-    assert mae[ORACLE] < 0.5 * mae["tangent_ridge"]
-    oracle = LatentOracle().fit([series[s] for s in ids[:40]], age[ids[:40]], latent.loc[ids[:40]].to_numpy())
+    assert set(mae.index) == {READOUT, ORACLE}
+    assert mae[ORACLE] < 0.5 * mae[READOUT]
+    assert set(oof["subject_id"]) == set(ids[:40])  # the oracle is fit on the read-out's leave-one-out predictions
+    oracle = LatentOracle().fit(oof["y_pred"].to_numpy(), latent.loc[ids[:40]].to_numpy(), age[ids[:40]].to_numpy())
     assert abs(oracle.stack_.coef_[1]) > 30  # the latent carries the slope of 60 years per unit
 
 
@@ -83,7 +85,7 @@ def test_the_scan_ceiling_reads_the_state_changes_that_happened_in_the_scan():
     assert list(inputs[ORACLE].columns) == ["dynamics_dwell"]  # integrity is what fluid intelligence is made of
     np.testing.assert_allclose(inputs[SCAN_CEILING]["state_switches"], np.log1p(switches))
     assert list(oracle_inputs(latents[["state_switches"]])) == [SCAN_CEILING]
-    rows = predict_baselines(series, age, {0: (ids[:40], ids[40:])}, models=("tangent_ridge",), latents=latents)
+    rows, _ = readout_folds(series, age.to_frame(), {0: (ids[:40], ids[40:])}, ConnectivityRidge(), latents)
     mae = rows.assign(ae=(rows.y_pred - rows.y_true).abs()).groupby("model")["ae"].mean()
     assert mae[SCAN_CEILING] < 0.5 * mae[ORACLE]  # the parameter column is uninformative here
 
@@ -110,8 +112,8 @@ def test_an_experiment_hands_a_simulated_cohorts_latents_to_the_oracles_and_noth
     pd.DataFrame({"participant_id": ["sub-1", "sub-2"], "integrity": [0.1, -0.2],
                   "dynamics_log_mean_dwell": [3.0, 3.5], "state_switches": [20, 11]}).to_csv(root / LATENTS, sep="\t", index=False)
     experiment = Experiment(str(root), str(tmp_path / "out"))
-    latents = experiment.latents(["sub-2"])
+    latents = latents_of(experiment, ["sub-2"])
     assert latents.loc["sub-2", "state_switches"] == 11
     assert list(oracle_inputs(latents)) == [ORACLE, SCAN_CEILING]
-    assert experiment.latents(["sub-3"]) is None  # a subject the simulation never made
-    assert Experiment(str(tmp_path), str(tmp_path / "out2")).latents(["sub-1"]) is None  # not simulated
+    assert latents_of(experiment, ["sub-3"]) is None  # a subject the simulation never made
+    assert latents_of(Experiment(str(tmp_path), str(tmp_path / "out2")), ["sub-1"]) is None  # not simulated

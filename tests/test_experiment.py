@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -26,12 +25,14 @@ def test_quick_reproduction_writes_results_for_all_models_and_targets(tiny_camca
     results = pd.read_csv(out / "results.csv")
     assert list(results.columns) == COLUMNS
     assert set(results["target"]) == {"age", "fluid_intelligence"}
-    models = {"brainlit", "tangent_ridge", "kernel_ridge_fc", "dfc_ridge", "mean", "classical ensemble",
-              "brainlit + classical"}
+    models = {"brainlit", "brainlit read-out", "brainlit network", "tangent_ridge", "kernel_ridge_fc", "dfc_ridge",
+              "mean", "classical ensemble", "brainlit + classical"}
     assert set(results["model"]) == models
-    assert len(results) == 2 * 7 * 2  # targets x models x folds
+    assert len(results) == 2 * 9 * 2  # targets x models x folds
     assert np.isfinite(results["mae"]).all()
-    learned = results[results["model"] != "mean"]
+    # on 8 training subjects the stacked read-out may weigh both of its ridges at zero: a
+    # constant prediction (the training mean) has no r
+    learned = results[~results["model"].isin(["mean", "brainlit read-out", "brainlit"])]
     assert np.isfinite(learned["pearson_r"]).all()
     fluid = learned[learned.target == "fluid_intelligence"]
     assert np.isfinite(fluid["pearson_r_age_partial"]).all()
@@ -41,6 +42,16 @@ def test_quick_reproduction_writes_results_for_all_models_and_targets(tiny_camca
     predictions = pd.read_csv(out / "predictions.csv")
     subjects = predictions.groupby(["model", "target", "fold"])["subject_id"].apply(frozenset)
     assert subjects.groupby(["target", "fold"]).nunique().eq(1).all()
+    # brainlit is its read-out plus the fold's weight times the network's difference from it
+    wide = predictions.query("target == 'age' and fold == 0").pivot(index="subject_id", columns="model", values="y_pred")
+    [weight] = json.loads((out / "finetune_age/repeat0/fold0/local/combination.json").read_text())["weights"]
+    expected = wide["brainlit read-out"] + weight * (wide["brainlit network"] - wide["brainlit read-out"])
+    np.testing.assert_allclose(wide["brainlit"], expected, atol=1e-6)
+    # each network predicted the training subjects it left out: the evidence the weight was fit on
+    held_out = pd.concat(pd.read_csv(p) for p in (out / "finetune_age/repeat0/fold0/local").glob("cross_fit*/member0/predictions.csv"))
+    splits = pd.read_csv(out / "finetune_age/repeat0/fold0/splits.csv")
+    train = set(splits.loc[splits.split == "train", "subject_id"])
+    assert sorted(held_out.query("split == 'val'")["subject_id"]) == sorted(train)  # each exactly once
 
     report = (out / "results.md").read_text()
     assert "5.343" in report and "2.940" in report
@@ -75,18 +86,18 @@ def test_quick_reproduction_writes_results_for_all_models_and_targets(tiny_camca
         events.Reload()
         if "hp_metric" in events.Tags()["scalars"]:
             hp_metrics[events_file] = [e.value for e in events.Scalars("hp_metric")]
-    finetune_runs = list(out.glob("finetune_*/repeat0/fold*/local/member0/logs"))
-    assert len(finetune_runs) == 4 and len(hp_metrics) >= 4 + 2  # folds, and the final models
+    finetune_runs = list(out.glob("finetune_*/repeat0/fold*/local/cross_fit*/member0/logs"))
+    assert len(finetune_runs) == 8 and len(hp_metrics) >= 8  # configs x folds x cross-fitting parts
     assert all(v != -1 and v > 0 for values in hp_metrics.values() for v in values)
 
     # a re-run resumes: nothing is recomputed, the same table comes back
     def fold_outputs() -> dict:
-        patterns = ("*/repeat*/baselines.csv", "*/repeat*/fold*/splits.csv",
-                    "*/repeat*/fold*/*/member*/predictions.csv", "final/*/member*/final.ckpt")
+        patterns = ("*/repeat*/classical.csv", "*/repeat*/fold*/splits.csv",
+                    "*/repeat*/fold*/local/cross_fit*/member*/predictions.csv", "pretrain/local/lmae.ckpt")
         return {p: p.stat().st_mtime_ns for pattern in patterns for p in out.glob(pattern)}
 
     before = fold_outputs()
-    assert len(before) == 2 * (1 + 2 + 2 + 1)  # per config: baselines, splits and predictions per fold, final
+    assert len(before) == 2 * (1 + 2 + 2 * 2) + 1  # per config: classical, splits and networks per fold; LMAE
     experiment_main(args)
     assert fold_outputs() == before
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results)
@@ -117,15 +128,3 @@ def test_per_fold_pretraining_ablation_never_shows_test_subjects_to_lmae(tiny_ca
             assert not test & set(seen.loc[seen.split != "test", "subject_id"])
     report = (out / "results.md").read_text()
     assert "| local |" in report and "| random |" in report  # diagnostics of both maskings
-
-
-def test_a_closed_form_readout_comes_out_as_its_own_column():
-    from brainlit.experiment import _prediction_frame
-
-    batch = {"subject_id": ["a", "b"], "true": torch.tensor([[30.0, 4.0], [60.0, 2.0]]),
-             "pred": torch.tensor([[31.0, 3.0], [58.0, 2.5]]), "readout": torch.tensor([[32.0, 3.5], [57.0, 2.0]])}
-    frame = _prediction_frame([batch], ["age", "fluid_intelligence"]).set_index(["target", "subject_id"])
-    assert frame.loc[("age", "b")].tolist() == [60.0, 58.0, 57.0]  # y_true, y_pred, y_readout
-    without = {k: v for k, v in batch.items() if k != "readout"}
-    assert list(_prediction_frame([without], ["age", "fluid_intelligence"])) == ["target", "subject_id", "y_true",
-                                                                                "y_pred"]

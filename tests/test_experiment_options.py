@@ -6,6 +6,8 @@ import yaml
 from brainlit.__main__ import main
 from brainlit.errors import BrainlitDataError
 from brainlit.experiment import Experiment
+from brainlit.experiment.folds import outer_split
+from brainlit.experiment.run import check_configs
 from tests.conftest import REPO
 
 
@@ -30,12 +32,24 @@ def run_experiment(tiny_camcan, tmp_path, configs, *extra):
 
 
 def test_a_config_the_model_rejects_fails_before_pretraining_in_one_line(tiny_camcan, tmp_path, capsys):
-    configs = config_folder(tmp_path, fc_readout="none", readout_lags=3)
+    configs = config_folder(tmp_path, encoder_lr_scale=-1.0)
     run_experiment(tiny_camcan, tmp_path, configs)
     err = capsys.readouterr().err
-    assert err.splitlines()[-1] == (f"error: {configs / 'finetune.yaml'}: model (RegressionTask): readout_lags and "
-                                    "readout_connectivity need a read-out to feed: set fc_readout to learned or ridge.")
+    assert err.splitlines()[-1] == (f"error: {configs / 'finetune.yaml'}: model (RegressionTask): encoder_lr_scale "
+                                    "must be >= 0 (0 freezes the encoder), got -1.0.")
     assert "Traceback" not in err
+
+
+def test_a_bad_stack_config_names_the_file(tiny_camcan, tmp_path, capsys):
+    configs = config_folder(tmp_path)
+    (configs / "brainlit.yaml").write_text("readout: {connectivity: partial}\ncross_fit: 2\n")
+    run_experiment(tiny_camcan, tmp_path, configs)
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith(f"error: {configs / 'brainlit.yaml'}:") and "partial" in last
+    (configs / "brainlit.yaml").write_text("cross_fit: 1\n")
+    run_experiment(tiny_camcan, tmp_path, configs)
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: {configs / 'brainlit.yaml'}: cross_fit must be at least 2, got 1.")
 
 
 def test_a_bad_data_option_names_the_file_and_the_option(tiny_camcan, tmp_path, capsys):
@@ -55,7 +69,7 @@ def test_data_options_reach_every_step(tiny_camcan, tmp_path, caplog):
     experiment = Experiment(str(tiny_camcan), str(tmp_path / "out"), str(config_folder(tmp_path)),
                             atlas=str(tiny_camcan / "atlas.nii.gz"),
                             data_options=["--data.min_timepoints", "111"])  # the runs have 110
-    experiment.check_configs()
+    check_configs(experiment, ("local",))
     with pytest.raises(BrainlitDataError, match="only 0 subjects with imaging"):
-        experiment.fold_splits(tmp_path / "configs" / "finetune.yaml", repeat=0, fold=0)
+        outer_split(experiment, tmp_path / "configs" / "finetune.yaml", repeat=0, fold=0)
     assert "run too short: 110 volumes < min_timepoints 111" in caplog.text

@@ -47,7 +47,7 @@ def test_every_command_has_help_under_the_program_name(command, capsys):
 def test_logs_hold_best_val_mae_as_hp_metric_one_line_per_epoch_and_no_tips(tiny_bids, tmp_path, caplog, capfd):
     with caplog.at_level(logging.INFO):
         cli = run_cli("finetune_age.yaml", tiny_bids, tmp_path, "--trainer.max_epochs", "3",
-                      "--trainer.limit_train_batches", "2")
+                      "--trainer.limit_train_batches", "2", "--trainer.check_val_every_n_epoch", "1")
     events = EventAccumulator(cli.trainer.log_dir)
     events.Reload()
     val_mae = [e.value for e in events.Scalars("val/age/mae")]

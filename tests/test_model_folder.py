@@ -11,8 +11,11 @@ import torch
 import brainlit
 from brainlit.__main__ import main
 from brainlit.apply import BrainAgeModel
+from brainlit.baselines import ConnectivityRidge
 from brainlit.data.cache import CacheReader
 from brainlit.errors import BrainlitDataError
+from brainlit.model_folder import ModelParts, networks_of, write_model_folder
+from brainlit.stack import NetworkShare
 from tests.test_cli import run_cli
 
 BOTH = ["--data.targets", "[age, fluid_intelligence]"]
@@ -20,11 +23,10 @@ BOTH = ["--data.targets", "[age, fluid_intelligence]"]
 
 @pytest.fixture(scope="module")
 def fitted(tiny_bids, tmp_path_factory):
-    """A two-target model fit for two short epochs on the tiny cohort, and its checkpoint."""
+    """A two-target network fit for two short epochs on the tiny cohort, and its checkpoint."""
     tmp = tmp_path_factory.mktemp("fit")
     cli = run_cli("finetune_age.yaml", tiny_bids, tmp, *BOTH, "--trainer.max_epochs", "2",
-                  "--trainer.limit_train_batches", "2", "--model.init_args.fc_readout", "ridge",
-                  "--model.init_args.readout_connectivity", "tangent", "--model.init_args.network_share", "validation")
+                  "--trainer.limit_train_batches", "2")
     return cli, cli.trainer.checkpoint_callback.last_model_path, tmp
 
 
@@ -32,6 +34,15 @@ def cohort_runs(cache) -> tuple[list[str], np.ndarray]:
     reader = CacheReader(cache)
     ids = reader.subject_ids
     return ids, np.stack([reader.timeseries(s).T for s in ids])  # [N, T, R]
+
+
+def no_pickle(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("loading a model folder unpickled something")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
 
 
 def test_export_and_load_round_trip_without_pickle(fitted, tmp_path, monkeypatch, capsys):
@@ -43,20 +54,15 @@ def test_export_and_load_round_trip_without_pickle(fitted, tmp_path, monkeypatch
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["brainlit_model.json", "model.safetensors"]
     card = json.loads((tmp_path / "model" / "brainlit_model.json").read_text())
     assert card["targets"] == ["age", "fluid_intelligence"] and card["data"]["n_rois"] == 16
+    assert card["model"]["readout"] is None and len(card["model"]["networks"]) == 1  # the network alone
     assert card["data"]["atlas"]["name"] == "atlas.nii.gz" and len(card["data"]["atlas"]["sha256"]) == 64
     assert card["data"]["atlas"]["roi_labels"] == list(range(1, 17)) and card["data"]["t_r"] == 2.0
     assert card["bias_correction"]["slope"] == pytest.approx(-0.5) and card["bias_correction"]["n_subjects"] == 4
     fit_on = cli.datamodule.fold_subject_ids("train") + cli.datamodule.fold_subject_ids("val")
     assert card["training_cohort"]["n_subjects"] == len(fit_on) == 15  # 3 of 4 folds of 20
     assert card["brainlit_version"] == brainlit.__version__
-
-    def no_pickle(*args, **kwargs):
-        raise AssertionError("loading a model folder unpickled something")
-
     with monkeypatch.context() as patched:
-        patched.setattr(pickle, "loads", no_pickle)
-        patched.setattr(pickle, "load", no_pickle)
-        patched.setattr(torch, "load", no_pickle)
+        no_pickle(patched)
         model = brainlit.load_model(tmp_path / "model")
     ids, runs = cohort_runs(tmp / "cache.h5")
     loaded = model.predict(runs, ids)
@@ -64,9 +70,29 @@ def test_export_and_load_round_trip_without_pickle(fitted, tmp_path, monkeypatch
     for column in ("age_pred", "fluid_intelligence_pred"):
         np.testing.assert_allclose(loaded[column], in_memory[column], atol=1e-5, rtol=0)
     assert loaded[["age_pred", "fluid_intelligence_pred"]].std().gt(0).all()
-    assert torch.equal(model.tasks[0].share, cli.model.share)  # the network-share weights travel too
-    assert ((cli.model.share >= 0) & (cli.model.share <= 1)).all()
     assert loaded["age_true"].isna().all() and "brain_age_gap_corrected" in loaded  # no ages given
+
+
+def test_a_folder_of_readout_network_and_combination_predicts_their_combination(fitted, tmp_path, monkeypatch):
+    cli, ckpt, tmp = fitted
+    ids, runs = cohort_runs(tmp / "cache.h5")
+    y = CacheReader(tmp / "cache.h5").phenotypes.loc[ids, ["age", "fluid_intelligence"]]
+    readout = ConnectivityRidge(anchor="age").fit([r.T for r in runs], y)
+    networks, data = networks_of([ckpt])
+    combination = NetworkShare.from_state({"shrink": False, "readout_only": [], "targets": list(y.columns),
+                                           "weights": [0.25, 0.0], "n_subjects": 20})
+    write_model_folder(tmp_path / "model", ModelParts(networks, data, readout, combination))
+    card = json.loads((tmp_path / "model" / "brainlit_model.json").read_text())
+    assert card["model"]["readout"]["connectivity"] == "both" and card["model"]["combination"]["weights"] == [0.25, 0.0]
+    with monkeypatch.context() as patched:
+        no_pickle(patched)
+        model = brainlit.load_model(tmp_path / "model")
+    predicted = model.predict(runs, ids)
+    network = BrainAgeModel(card, [cli.model.eval()]).predict(runs, ids)
+    closed_form = readout.predict([r.T for r in runs])
+    expected_age = closed_form[:, 0] + 0.25 * (network["age_pred"] - closed_form[:, 0])
+    np.testing.assert_allclose(predicted["age_pred"], expected_age, atol=1e-4)
+    np.testing.assert_allclose(predicted["fluid_intelligence_pred"], closed_form[:, 1], atol=1e-4)  # weight 0
 
 
 def test_applying_to_a_different_roi_count_or_short_runs_names_both(fitted, tmp_path):

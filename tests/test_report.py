@@ -55,8 +55,8 @@ def test_what_the_network_adds_is_brainlit_minus_its_readout_fold_by_fold(result
     assert row.n == 3 and row.diff_mean == pytest.approx(-1 / 6)  # (1-1.5, 2-1.5, 3-3.5) / 3
     assert diffs.loc[("age", "brainlit read-out", "mean")].diff_mean == pytest.approx(-(11 - 13 / 6))
     table = format_table(pd.concat([results, readout]))
-    assert "brainlit - brainlit read-out (what RWMOE + SSM add): MAE -0.17" in table
-    assert "what RWMOE + SSM add" not in format_table(results)  # no read-out scored, no line
+    assert "brainlit - brainlit read-out (what the network adds): MAE -0.17" in table
+    assert "what the network adds" not in format_table(results)  # no read-out scored, no line
 
 
 def test_r_ignores_folds_too_small_to_correlate(results):
@@ -150,14 +150,15 @@ def test_plot_reconstruction_draws_one_panel_per_roi():
 
 
 def test_an_ablation_folder_keeps_each_configs_rows_and_what_its_network_adds(tmp_path):
-    from brainlit.experiment import config_suffix
+    from brainlit.experiment import Experiment
     from brainlit.report import paired_differences
 
     configs = []
     for name, targets in (("finetune_a", ["age"]), ("finetune_b", ["age"]), ("finetune_c", ["fluid"])):
         configs.append(tmp_path / f"{name}.yaml")
         configs[-1].write_text(f"data:\n  targets: {targets}\n")
-    assert [config_suffix(c, configs) for c in configs] == [" (finetune_a)", " (finetune_b)", ""]
+    experiment = Experiment(str(tmp_path), str(tmp_path / "out"), configs=str(tmp_path))
+    assert [experiment.config_suffix(c) for c in configs] == [" (finetune_a)", " (finetune_b)", ""]
     results = pd.DataFrame({
         "model": ["brainlit (a)", "brainlit read-out (a)", "brainlit (b)", "brainlit read-out (b)", "tangent_ridge"] * 2,
         "target": "age", "repeat": 0, "fold": [0] * 5 + [1] * 5,
@@ -165,3 +166,6 @@ def test_an_ablation_folder_keeps_each_configs_rows_and_what_its_network_adds(tm
     })
     adds = paired_differences(results).query("reference.str.startswith('brainlit read-out')")
     assert dict(zip(adds.model, adds.diff_mean, strict=True)) == {"brainlit (a)": -1.0, "brainlit (b)": 0.5}
+    shared = results[results.model != "brainlit read-out (b)"].replace({"brainlit read-out (a)": "brainlit read-out"})
+    adds = paired_differences(shared).query("reference == 'brainlit read-out'")  # one read-out for both configs
+    assert dict(zip(adds.model, adds.diff_mean, strict=True)) == {"brainlit (a)": -1.0, "brainlit (b)": 1.0}

@@ -1,19 +1,10 @@
-"""The ceilings of a positive control: the closed-form read-out plus the true latent parameters of a simulation."""
+"""The ceilings of a positive control: brainlit's read-out stacked with the true latents of a simulation."""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
-
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.linear_model import LinearRegression
-
-from brainlit.baselines.fc_ridge import fc_features
-from brainlit.baselines.tangent_ridge import fit_tangent, tangent_features
-from brainlit.models.readout import autocorrelation, feature_blocks
-from brainlit.tasks.closed_form import fit_ridge_combination
 
 ORACLE = "oracle (true latents)"
 SCAN_CEILING = "scan ceiling (true state changes)"
@@ -39,57 +30,22 @@ def oracle_inputs(latents: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return inputs
 
 
-def lag_features(roi_timeseries: Sequence[np.ndarray], lags: int = 3) -> np.ndarray:
-    """Each ROI's autocorrelation at lags 1..``lags``, as brainlit's read-out computes it:
-    ``[N, lags * R]``."""
-    return np.stack([autocorrelation(torch.from_numpy(np.asarray(s, dtype=np.float64))[None], lags)[0].numpy()
-                     for s in roi_timeseries])
-
-
 class LatentOracle:
-    """brainlit's closed-form read-out (ridge on correlation FC and on tangent FC, each with the
-    autocorrelations, stacked), stacked in turn with the subjects' true latent parameters.
+    """A linear regression of the target on brainlit's read-out and the true latent parameters.
 
-    A simulated positive control knows what the BOLD carries beyond static FC (e.g. each
-    subject's mean dwell time in an FC state). The oracle is what a model that reads static FC
-    as the closed-form read-out does *and* knows those parameters exactly would reach: a linear
-    regression of the target on the read-out's leave-one-out prediction and the latents (only
-    the training subjects' targets and latents are seen). Its static part is the read-out's own
-    fit (:func:`brainlit.tasks.closed_form.fit_ridge_combination`, ``combine='stack'``), so
-    the oracle starts where the read-out is and its distance to the read-out is what the
-    dynamics can add; no model reading a finite scan gets all of it.
+    The read-out's prediction is the static part: what a model that reads static connectivity
+    in closed form reaches. The oracle is what such a model that *also* knew the latents
+    exactly would reach, so its distance to the read-out is what the dynamics can add. It is fit
+    on the read-out's leave-one-out predictions of the training subjects
+    (:attr:`~brainlit.baselines.readout.ConnectivityRidge.oof_`), never on in-sample ones, and
+    applied to its predictions of the test subjects.
     """
 
-    def fit(self, roi_timeseries: Sequence[np.ndarray], y: Sequence[float], latents: np.ndarray) -> LatentOracle:
-        """Fit on training series ([R, T] each), targets [N] and latent parameters [N, L]."""
-        y = np.asarray(y, dtype=np.float64)
-        self.tangent_ = fit_tangent(roi_timeseries)
-        features = self._static(roi_timeseries)
-        n_rois = len(roi_timeseries[0])
-        blocks = feature_blocks(n_rois * (n_rois - 1) // 2, 2, features.shape[1])  # correlation | tangent | lags
-        fit = fit_ridge_combination(torch.from_numpy(features), torch.from_numpy(y)[:, None], blocks, "stack")
-        self.weight_, self.bias_ = fit.weight[0].double().numpy(), float(fit.bias[0])
-        self.loo_ = fit.loo[:, 0].double().numpy()  # the read-out's leave-one-out predictions
-        self.y_ = y
-        self.stack_ = LinearRegression().fit(np.column_stack([self.loo_, latents]), y)
+    def fit(self, readout_oof: np.ndarray, latents: np.ndarray, y: np.ndarray) -> LatentOracle:
+        """Fit on the read-out's out-of-sample predictions ``[N]``, latents ``[N, L]`` and targets ``[N]``."""
+        self.stack_ = LinearRegression().fit(np.column_stack([readout_oof, latents]), y)
         return self
 
-    def restacked(self, latents: np.ndarray) -> LatentOracle:
-        """A copy that stacks other latent parameters ``[N, L']`` of the same training subjects;
-        the static read-out, the costly part of :meth:`fit`, is shared, not refit."""
-        other = copy.copy(self)
-        other.stack_ = LinearRegression().fit(np.column_stack([self.loo_, latents]), self.y_)
-        return other
-
-    def _static(self, roi_timeseries: Sequence[np.ndarray]) -> np.ndarray:
-        """Correlation FC, tangent FC at the training reference and autocorrelations ``[N, F]``."""
-        return np.hstack([fc_features(roi_timeseries), tangent_features(self.tangent_, roi_timeseries),
-                          lag_features(roi_timeseries)])
-
-    def readout(self, roi_timeseries: Sequence[np.ndarray]) -> np.ndarray:
-        """The static part alone: the stacked read-out's predictions [N]."""
-        return self._static(roi_timeseries) @ self.weight_ + self.bias_
-
-    def predict(self, roi_timeseries: Sequence[np.ndarray], latents: np.ndarray) -> np.ndarray:
-        """Predictions [N] from series and the same latent parameters as in :meth:`fit`."""
-        return self.stack_.predict(np.column_stack([self.readout(roi_timeseries), latents]))
+    def predict(self, readout: np.ndarray, latents: np.ndarray) -> np.ndarray:
+        """Predictions ``[N]`` from the read-out's predictions and the same latents as in :meth:`fit`."""
+        return self.stack_.predict(np.column_stack([readout, latents]))

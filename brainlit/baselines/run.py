@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
@@ -12,6 +13,7 @@ from brainlit.baselines.dfc_ridge import DynamicFCRidge
 from brainlit.baselines.fc_ridge import FCKernelRidge
 from brainlit.baselines.mean import MeanPredictor
 from brainlit.baselines.oracle import LatentOracle, oracle_inputs
+from brainlit.baselines.readout import ConnectivityRidge
 from brainlit.baselines.tangent_ridge import TangentRidge
 from brainlit.errors import BrainlitDataError
 
@@ -23,6 +25,7 @@ BASELINES: dict[str, Callable[[], FCKernelRidge | MeanPredictor | TangentRidge |
     "dfc_ridge": DynamicFCRidge,
     "mean": MeanPredictor,
 }
+READOUT = "brainlit read-out"  # ConnectivityRidge: the first of the two models brainlit combines
 PREDICTION_COLUMNS = ["model", "target", "fold", "subject_id", "y_true", "y_pred"]
 
 
@@ -35,15 +38,16 @@ def _targets(y: pd.Series | pd.DataFrame | Mapping) -> dict[str, pd.Series]:
     return {str(name): pd.Series(values, dtype=float) for name, values in y.items()}
 
 
-def _usable(ids: Sequence[str], values: pd.Series, series: Mapping, fold: int) -> list[str]:
-    """The subjects of ``ids`` that have a target value; every one must have a time series."""
+def _usable(ids: Sequence[str], values: pd.Series | pd.DataFrame, series: Mapping, fold: int) -> list[str]:
+    """The subjects of ``ids`` that have every target value; every one must have a time series."""
     for subject_id in ids:
         if subject_id not in series:
             raise BrainlitDataError(
                 f"Subject {subject_id} of fold {fold} has no ROI time series; rebuild the cache "
                 "or pass the folds of the same cohort."
             )
-    return [s for s in ids if s in values.index and np.isfinite(values[s])]
+    known = values.notna() if values.ndim == 1 else values.notna().all(axis=1)
+    return [s for s in ids if s in values.index and known[s]]
 
 
 def predict_baselines(
@@ -51,7 +55,6 @@ def predict_baselines(
     y: pd.Series | pd.DataFrame | Mapping,
     folds: Mapping[int, tuple[Sequence[str], Sequence[str]]],
     models: Sequence[str] = tuple(BASELINES),
-    latents: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Fit each baseline on the training subjects of each fold; predict its test subjects.
 
@@ -65,15 +68,11 @@ def predict_baselines(
         folds: ``{fold: (train_ids, test_ids)}``, e.g. the datamodule's splits. Subjects whose
             target is missing (NaN or absent) are left out of that target's fit and test.
         models: Names from ``BASELINES``.
-        latents: True latent parameters of a simulated cohort, indexed by subject_id (one
-            column each); when given, the oracle rows of
-            :func:`brainlit.baselines.oracle.oracle_inputs` (:class:`LatentOracle`) are added.
 
     Returns:
         One row per (model, target, fold, test subject) with columns ``PREDICTION_COLUMNS``.
     """
     frames = []
-    oracles = oracle_inputs(latents) if latents is not None else {}
     for target, values in _targets(y).items():
         for fold, (train_ids, test_ids) in sorted(folds.items()):
             train = _usable(train_ids, values, series, fold)
@@ -82,13 +81,9 @@ def predict_baselines(
                 raise ValueError(
                     f"fold {fold}: subjects in both train and test: {sorted(set(train) & set(test))[:5]}"
                 )
-            fits = {name: _fit_predict(name, series, values, train, test) for name in models}
-            fits |= _oracle_predictions(series, values, train, test, oracles)
-            for name, y_pred in fits.items():
-                frames.append(pd.DataFrame({
-                    "model": name, "target": target, "fold": fold, "subject_id": test,
-                    "y_true": values[test].to_numpy(), "y_pred": y_pred,
-                }))  # fmt: skip
+            for name in models:
+                y_pred = _fit_predict(name, series, values, train, test)
+                frames.append(_rows(name, target, fold, test, values[test], y_pred))
                 mae = float(np.mean(np.abs(y_pred - values[test].to_numpy())))
                 log.info("%s %s fold %d: MAE %.3f on %d subjects", name, target, fold, mae, len(test))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PREDICTION_COLUMNS)
@@ -100,14 +95,47 @@ def _fit_predict(name: str, series: Mapping, values: pd.Series, train: list[str]
     return BASELINES[name]().fit(train_series, values[train].to_numpy()).predict(test_series)
 
 
-def _oracle_predictions(series: Mapping, values: pd.Series, train: list[str], test: list[str],
-                        oracles: Mapping[str, pd.DataFrame]) -> dict[str, np.ndarray]:
-    """Each oracle row's test predictions (``{name: its latent columns}``), fit on the ``train``
-    subjects alone; the static read-out they share is fit once."""
-    if not oracles:
-        return {}
-    (first, latents), *others = oracles.items()
-    fitted = {first: LatentOracle().fit([series[s] for s in train], values[train].to_numpy(), latents.loc[train].to_numpy())}
-    fitted |= {name: fitted[first].restacked(columns.loc[train].to_numpy()) for name, columns in others}
-    test_series = [series[s] for s in test]
-    return {name: oracle.predict(test_series, oracles[name].loc[test].to_numpy()) for name, oracle in fitted.items()}
+def readout_folds(
+    series: Mapping[str, np.ndarray],
+    y: pd.DataFrame,
+    folds: Mapping[int, tuple[Sequence[str], Sequence[str]]],
+    readout: ConnectivityRidge,
+    latents: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """brainlit's read-out fit on each fold's training subjects (every target at once, so that
+    ``anchor`` can chain them), and the oracle rows stacked on it.
+
+    Args:
+        series: ``{subject_id: [R, T]}``.
+        y: One column per target, indexed by subject_id; subjects missing a target are left out.
+        folds: ``{fold: (train_ids, test_ids)}``.
+        readout: An unfitted :class:`ConnectivityRidge` (cloned per fold).
+        latents: True latents of a simulated cohort (see :func:`oracle_inputs`), or None.
+
+    Returns:
+        The test predictions (``PREDICTION_COLUMNS``; model ``READOUT`` and the oracles), and the
+        read-out's leave-one-out predictions of each fold's training subjects (same columns).
+    """
+    oracles = oracle_inputs(latents) if latents is not None else {}
+    y = y.astype(float)
+    test_frames, oof_frames = [], []
+    for fold, (train_ids, test_ids) in sorted(folds.items()):
+        train, test = _usable(train_ids, y, series, fold), _usable(test_ids, y, series, fold)
+        fitted = copy.deepcopy(readout).fit([series[s] for s in train], y.loc[train])
+        predicted = pd.DataFrame(fitted.predict([series[s] for s in test]), index=test, columns=y.columns)
+        oof = pd.DataFrame(fitted.oof_, index=train, columns=y.columns)
+        for target in y.columns:
+            rows = {READOUT: predicted[target].to_numpy()}
+            for name, columns in oracles.items():
+                oracle = LatentOracle().fit(oof[target].to_numpy(), columns.loc[train].to_numpy(), y.loc[train, target].to_numpy())
+                rows[name] = oracle.predict(predicted[target].to_numpy(), columns.loc[test].to_numpy())
+            test_frames += [_rows(name, target, fold, test, y.loc[test, target], pred) for name, pred in rows.items()]
+            oof_frames.append(_rows(READOUT, target, fold, train, y.loc[train, target], oof[target].to_numpy()))
+        log.info("%s fold %d: fit on %d subjects, MAE %s on %d", READOUT, fold, len(train),
+                 ", ".join(f"{t} {np.abs(predicted[t] - y.loc[test, t]).mean():.3f}" for t in y.columns), len(test))
+    return pd.concat(test_frames, ignore_index=True), pd.concat(oof_frames, ignore_index=True)
+
+
+def _rows(model: str, target: str, fold: int, subjects: list[str], y_true: pd.Series, y_pred: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"model": model, "target": target, "fold": fold, "subject_id": subjects,
+                         "y_true": y_true.to_numpy(), "y_pred": y_pred})

@@ -86,8 +86,8 @@ class FMRIDataModule(L.LightningDataModule):
         crop_len: Training window in time points; evaluation covers whole runs.
         batch_size: Subjects per batch.
         num_workers: DataLoader worker processes.
-        predict_split: Subjects ``predict`` runs on: the test fold, or every subject with
-            imaging (``all``), labelled or not.
+        predict_split: Subjects ``predict`` runs on: the test fold, the validation and test
+            subjects (``heldout``), or every subject with imaging (``all``), labelled or not.
         crops_per_subject: Random windows drawn from each training subject per epoch. Small
             cohorts give few optimiser steps per epoch; more windows per epoch give the
             schedule more steps without more validation passes.
@@ -133,7 +133,7 @@ class FMRIDataModule(L.LightningDataModule):
         crop_len: int = 128,
         batch_size: int = 16,
         num_workers: int = 0,
-        predict_split: Literal["test", "all"] = "all",
+        predict_split: Literal["test", "heldout", "all"] = "all",
         crops_per_subject: int = 1,
         split_file: str | None = None,
         array_key: str | None = None,
@@ -350,12 +350,12 @@ class FMRIDataModule(L.LightningDataModule):
         return self._loader(self.fold_subject_ids("test"), train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        """Whole runs of the test fold, or of every subject with imaging (``predict_split: all``).
+        """Whole runs of the subjects ``predict_split`` names.
 
-        Subjects without every target are predicted too; a run of theirs shorter than the
-        labelled subjects' common length shortens the predicted length for all.
+        With ``all``, subjects without every target are predicted too; a run of theirs shorter
+        than the labelled subjects' common length shortens the predicted length for all.
         """
-        splits = ("test",) if self.predict_split == "test" else ("train", "val", "test")
+        splits = {"test": ("test",), "heldout": ("val", "test"), "all": ("train", "val", "test")}[self.predict_split]
         ids = [s for sp in splits for s in self.fold_subject_ids(sp)]
         if self.predict_split == "all" and self.unlabelled:
             ids += self.unlabelled

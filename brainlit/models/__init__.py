@@ -1,15 +1,13 @@
-"""Plain PyTorch modules: LMAE pretraining, random-walk MoE, Mamba predictor, FC read-out (no Lightning)."""
+"""Plain PyTorch modules: LMAE pretraining, random-walk MoE, Mamba predictor (no Lightning)."""
 
 from brainlit.models.encoder import PatchEncoder
 from brainlit.models.lmae import LocalMaskedAutoencoder
 from brainlit.models.predictor import BrainRegressor
-from brainlit.models.readout import FCReadout
 from brainlit.models.rwmoe import RandomWalkMoE, fc_transition_matrix, random_walk
 from brainlit.models.ssm import MambaBlock, selective_scan, selective_scan_ref
 
 __all__ = [
     "BrainRegressor",
-    "FCReadout",
     "LocalMaskedAutoencoder",
     "MambaBlock",
     "PatchEncoder",

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from brainlit.models.encoder import PatchEncoder
-from brainlit.models.readout import Connectivity, FCReadout
 from brainlit.models.rwmoe import RandomWalkMoE, correlation
 from brainlit.models.ssm import MambaBlock
 
@@ -104,13 +103,6 @@ class BrainRegressor(nn.Module):
         roi_dim: Channels per ROI in the ``linear`` pool. The narrowing keeps the projection at
             ``R * roi_dim * D`` weights instead of ``R * D^2`` (4.3 M for 264 ROIs at D = 128).
         head_dropout: Dropout before the linear head.
-        fc_readout: Add :class:`FCReadout` of the window's FC to the SSM head's output, so the
-            correlation structure reaches the prediction through a linear path as well.
-        fc_dropout: Dropout on the FC read-out's features.
-        readout_lags: Autocorrelation lags per ROI the FC read-out also reads (0: FC only).
-        readout_connectivity: ``correlation``, ``tangent`` or ``both`` edge sets in the FC read-out.
-        direct_head: A second linear head on the pooled features that predicts the targets
-            without the read-out (``aux["direct"]``), for deep supervision of a stacked model.
     """
 
     def __init__(
@@ -142,11 +134,6 @@ class BrainRegressor(nn.Module):
         roi_pool: Literal["linear", "mean"] = "linear",
         roi_dim: int = 8,
         head_dropout: float = 0.1,
-        fc_readout: bool = False,
-        fc_dropout: float = 0.0,
-        readout_lags: int = 0,
-        readout_connectivity: Connectivity = "correlation",
-        direct_head: bool = False,
     ) -> None:
         super().__init__()
         if sequence not in ("patch", "roi_major") or roi_pool not in ("linear", "mean"):
@@ -173,27 +160,9 @@ class BrainRegressor(nn.Module):
         self.norm = nn.LayerNorm(pooled_dim)
         self.head_dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(pooled_dim, n_targets)
-        self.direct_head = nn.Linear(pooled_dim, n_targets) if direct_head else None
-        self.fc_readout = (
-            FCReadout(n_rois, n_targets, fc_dropout, lags=readout_lags, connectivity=readout_connectivity)
-            if fc_readout else None
-        )
 
     @classmethod
-    def from_specs(
-        cls,
-        n_rois: int,
-        n_targets: int,
-        encoder: dict[str, Any],
-        moe: Any,
-        ssm: Any,
-        head_dropout: float = 0.1,
-        fc_readout: bool = False,
-        fc_dropout: float = 0.0,
-        readout_lags: int = 0,
-        readout_connectivity: Connectivity = "correlation",
-        direct_head: bool = False,
-    ) -> BrainRegressor:
+    def from_specs(cls, n_rois: int, n_targets: int, encoder: dict[str, Any], moe: Any, ssm: Any) -> BrainRegressor:
         """Build from the encoder's arguments and the grouped ``MoESpec`` and ``SSMSpec`` dataclasses.
 
         Args:
@@ -201,51 +170,25 @@ class BrainRegressor(nn.Module):
             n_targets: Number of regressed targets.
             encoder: PatchEncoder arguments other than ``n_rois`` (``patch_len``, ``d_model`` ...).
             moe: Dataclass of RandomWalkMoE arguments (``dropout`` becomes ``moe_dropout``).
-            ssm: Dataclass with ``layers``, ``d_state``, ``d_conv``, ``expand``, ``backend``, ``sequence``.
-            head_dropout: Dropout before the linear head.
-            fc_readout: Add the linear FC read-out beside the SSM.
-            fc_dropout: Dropout on the FC read-out's features.
-            readout_lags: Autocorrelation lags per ROI the FC read-out also reads.
-            readout_connectivity: ``correlation``, ``tangent`` or ``both`` edge sets in the FC read-out.
-            direct_head: Add the read-out-free second head (deep supervision).
+            ssm: Dataclass of the Mamba predictor's arguments (``layers`` becomes ``ssm_layers``).
         """
         kwargs = {_MOE_RENAMES.get(k, k): v for k, v in dataclasses.asdict(moe).items()}
         kwargs.update({_SSM_RENAMES.get(k, k): v for k, v in dataclasses.asdict(ssm).items()})
-        return cls(
-            PatchEncoder(n_rois, **encoder), n_targets, head_dropout=head_dropout,
-            fc_readout=fc_readout, fc_dropout=fc_dropout, readout_lags=readout_lags,
-            readout_connectivity=readout_connectivity, direct_head=direct_head, **kwargs,
-        )  # fmt: skip
+        return cls(PatchEncoder(n_rois, **encoder), n_targets, **kwargs)
 
-    def forward(
-        self, x: torch.Tensor, fc_prediction: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Predict z-scored targets.
-
-        Args:
-            x: ROI time series ``[B, R, T]``.
-            fc_prediction: ``[B, n_targets]`` to add instead of the FC read-out's output (the
-                read-out's cross-fitted predictions while training a stacked model).
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Predict z-scored targets from ROI time series ``x: [B, R, T]``.
 
         Returns:
-            ``pred`` ``[B, n_targets]`` and ``aux`` with ``balance_loss`` (scalar),
-            ``roi_expert_weights`` ``[B, R, E]`` and, with an FC read-out, ``readout``
-            ``[B, n_targets]``: the read-out's share of ``pred``; with ``direct_head``,
-            ``direct`` ``[B, n_targets]``: the network's own prediction, read-out left out.
+            ``pred`` ``[B, n_targets]`` and ``aux`` with ``balance_loss`` (scalar) and
+            ``roi_expert_weights`` ``[B, R, E]``.
         """
-        fc = correlation(x)  # [B, R, R]
-        tokens, aux = self.moe(self.encoder(x), x, fc)  # [B, R, P, D]
+        tokens, aux = self.moe(self.encoder(x), x, correlation(x))  # [B, R, P, D]
         sequence = self.to_sequence(tokens)  # [B, L, D]
         for block in self.ssm:
             sequence = block(sequence)
         pooled = self.norm(self.pool_time(sequence))  # [B, D] or [B, 2D]
-        pred = self.head(self.head_dropout(pooled))
-        if self.direct_head is not None:
-            aux["direct"] = self.direct_head(self.head_dropout(pooled))
-        if self.fc_readout is not None:
-            aux["readout"] = self.fc_readout(x, fc) if fc_prediction is None else fc_prediction
-            pred = pred + aux["readout"].to(pred.dtype)
-        return pred, aux
+        return self.head(self.head_dropout(pooled)), aux
 
     def pool_time(self, sequence: torch.Tensor) -> torch.Tensor:
         """``[B, L, D]`` -> ``[B, D]`` (``mean``) or ``[B, 2 D]`` (``stats``: mean, then std)."""

@@ -54,6 +54,13 @@ class BrainTask(L.LightningModule):
     weight_decay: float
     warmup_fraction: float
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the data card (atlas, ROI count, TR, cleaning, training cohort) beside the
+        weights, so that whoever loads them can check new data against it."""
+        card = getattr(getattr(self.trainer, "datamodule", None), "data_card", None)
+        if card is not None:
+            checkpoint["brainlit_data"] = card()
+
     def param_groups(self) -> list[dict]:
         """Parameter groups handed to the optimiser."""
         return decay_groups(self.named_parameters(), self.lr, self.weight_decay)

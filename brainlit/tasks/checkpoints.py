@@ -55,6 +55,17 @@ def load_encoder(path: str | Path) -> tuple[EncoderSpec, dict[str, torch.Tensor]
     return _encoder_of(path, read_checkpoint(path))
 
 
+def encoder_card(path: str | Path) -> dict[str, Any] | None:
+    """The data card (atlas, ROI count, TR) an encoder was pretrained on, where its file records
+    one: an LMAE checkpoint's ``brainlit_data`` or an export's ``data_card`` metadata."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            card = (file.metadata() or {}).get("data_card")
+        return json.loads(card) if card else None
+    return read_checkpoint(path).get("brainlit_data")
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A Lightning checkpoint as plain data (tensors, numbers, strings, containers) only."""
     try:
@@ -133,6 +144,9 @@ def export_encoder(checkpoint: str | Path, out: str | Path) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     metadata = {"format": ENCODER_FORMAT, "encoder_spec": json.dumps(spec_dict(spec)),
                 "source": Path(checkpoint).name}
+    card = encoder_card(checkpoint)
+    if card is not None:
+        metadata["data_card"] = json.dumps(card)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().contiguous().clone() for k, v in weights.items()}, str(tmp), metadata)

@@ -94,7 +94,7 @@ class MoESpec:
 
 @dataclass(frozen=True)
 class SSMSpec:
-    """Mamba state-space predictor.
+    """Mamba state-space predictor and its linear head.
 
     Args:
         layers: Number of Mamba blocks.
@@ -108,6 +108,7 @@ class SSMSpec:
         roi_pool: How ``patch`` pools the ROIs of a patch: ``linear`` (a learned projection of
             the concatenated, narrowed ROI tokens: keeps which ROI carried what) or ``mean``.
         roi_dim: Channels each ROI token is narrowed to before the ``linear`` pool.
+        head_dropout: Dropout before the linear head.
     """
 
     layers: int = 2
@@ -119,6 +120,7 @@ class SSMSpec:
     pool: Literal["mean", "stats"] = "mean"
     roi_pool: Literal["linear", "mean"] = "linear"
     roi_dim: int = 8
+    head_dropout: float = 0.1
 
 
 def resolve_patch_len(spec: EncoderSpec, t_r: float | None) -> EncoderSpec:

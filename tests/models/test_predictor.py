@@ -1,6 +1,5 @@
 """BrainRegressor: shapes, gradients, overfitting 8 subjects, pretrained-encoder loading."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -80,9 +79,9 @@ def test_parameter_split_covers_every_parameter_once():
 def test_from_specs_maps_the_config_blocks():
     model = BrainRegressor.from_specs(
         8, 2, encoder_args(EncoderSpec(d_model=32, depth=1, n_heads=2)), MoESpec(n_experts=3, dropout=0.2),
-        SSMSpec(layers=3, backend="torch", sequence="roi_major"), head_dropout=0.0,
+        SSMSpec(layers=3, backend="torch", sequence="roi_major", head_dropout=0.3),
     )  # fmt: skip
-    assert len(model.ssm) == 3 and model.sequence == "roi_major"
+    assert len(model.ssm) == 3 and model.sequence == "roi_major" and model.head_dropout.p == 0.3
     assert model.moe.experts.w_in.shape[0] == 3 and model.moe.dropout.p == 0.2
     assert model.ssm[0].backend == "torch" and model.head.out_features == 2
 
@@ -109,63 +108,3 @@ def test_statistics_pooling_sees_how_much_a_feature_moves_over_the_scan():
     assert pred.shape == (2, 1)
     with pytest.raises(ValueError, match="pool"):
         tiny_regressor(pool="max")
-
-
-def test_readout_lags_add_each_rois_autocorrelation_to_the_fc_features():
-    from brainlit.models.readout import autocorrelation
-    from brainlit.models.rwmoe import correlation
-
-    torch.manual_seed(0)
-    slow = torch.sin(torch.arange(4000.0) * 2 * torch.pi / 50).expand(1, 8, -1)  # period 50: lag 1 ~ cos(2 pi / 50)
-    white = torch.randn(1, 8, 4000)
-    assert autocorrelation(slow, 2).shape == (1, 16)
-    assert torch.allclose(autocorrelation(slow, 1), torch.tensor(0.992), atol=0.01) and autocorrelation(white, 1).abs().max() < 0.1
-    model = tiny_regressor(n_targets=2, fc_readout=True, readout_lags=3)
-    x = torch.randn(4, 8, 40)
-    features = model.fc_readout.features(x, correlation(x))
-    assert features.shape == (4, 8 * 7 // 2 + 3 * 8)
-    torch.testing.assert_close(features[:, -24:], autocorrelation(x, 3))
-    pred, _ = model(x)
-    assert pred.shape == (4, 2)
-
-
-def test_tangent_readout_features_are_nilearns_tangent_space():
-    from nilearn.connectome import ConnectivityMeasure
-    from sklearn.covariance import LedoitWolf
-
-    from brainlit.models.readout import ledoit_wolf, tangent_space
-
-    rng = np.random.default_rng(0)
-    runs = rng.standard_normal((5, 8, 40)).cumsum(-1) + rng.standard_normal((5, 8, 40))
-    shrunk = ledoit_wolf(torch.from_numpy(runs))
-    expected = np.stack([LedoitWolf(store_precision=False).fit(r.T).covariance_ for r in runs])
-    np.testing.assert_allclose(shrunk.numpy(), expected, atol=1e-10)
-    measure = ConnectivityMeasure(kind="tangent").fit([r.T for r in runs])
-    tangent = tangent_space(shrunk, torch.from_numpy(measure.whitening_))
-    np.testing.assert_allclose(tangent.numpy(), measure.transform([r.T for r in runs]), atol=1e-8)
-    model = tiny_regressor(fc_readout=True, readout_connectivity="tangent", readout_lags=1)
-    model.fc_readout.set_reference(torch.from_numpy(measure.whitening_))
-    x = torch.from_numpy(runs).float()
-    features = model.fc_readout.features(x, torch.zeros(5, 8, 8))
-    upper = np.triu_indices(8, 1)
-    assert features.shape == (5, 28 + 8)
-    np.testing.assert_allclose(features[:, :28].numpy(), tangent.numpy()[:, upper[0], upper[1]], atol=1e-4)
-
-
-def test_readout_on_both_edge_sets_has_a_block_per_set_sharing_the_autocorrelations():
-    from brainlit.models.readout import autocorrelation
-    from brainlit.models.rwmoe import correlation
-
-    model = tiny_regressor(fc_readout=True, readout_connectivity="both", readout_lags=2)
-    readout = model.fc_readout
-    x = torch.randn(3, 8, 40, dtype=torch.float64)
-    features = readout.features(x, correlation(x))
-    assert features.shape == (3, 2 * 28 + 2 * 8) and readout.linear.in_features == 72
-    rows, columns = torch.triu_indices(8, 8, 1)
-    torch.testing.assert_close(features[:, :28], torch.atanh(correlation(x).clamp(-0.999, 0.999))[:, rows, columns])
-    tangent = tiny_regressor(fc_readout=True, readout_connectivity="tangent", readout_lags=2).fc_readout
-    torch.testing.assert_close(features[:, 28:56], tangent.features(x, correlation(x))[:, :28])
-    torch.testing.assert_close(features[:, 56:], autocorrelation(x, 2))
-    first, second = readout.blocks()
-    assert first.tolist() == [*range(28), *range(56, 72)] and second.tolist() == list(range(28, 72))
-    assert "fc_readout.whitening" in model.state_dict()

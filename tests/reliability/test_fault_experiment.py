@@ -12,19 +12,20 @@ from pathlib import Path
 import pytest
 
 from brainlit.errors import BrainlitOutputError
-from brainlit.experiment import _write_atomically
+from brainlit.experiment.context import write_atomically
 from tests.conftest import REPO
 from tests.reliability.conftest import brainlit, kill_when, make_read_only, read_only_prefix
 
 # where to kill: a file whose appearance marks the step, and how long after it
 KILL_POINTS = {
     "cache": ("cache.h5", 0.3),
+    "classical": ("finetune_age/repeat0/classical.csv", 0.0),
     "pretraining": ("pretrain/local/logs/checkpoints/*.ckpt", 0.0),  # between two epochs
-    "fold": ("finetune_age/repeat0/fold1/local/member0/logs/events.out.tfevents*", 0.3),
-    "baselines": ("finetune_age/repeat0/fold1/local/member0/predictions.csv", 0.0),  # the last fold is done
+    "network": ("finetune_age/repeat0/fold1/local/cross_fit0/member0/logs/events.out.tfevents*", 0.3),
+    "combination": ("finetune_age/repeat0/fold1/local/cross_fit1/member0/predictions.csv", 0.0),  # the last network
 }
-FINISHED = ("pretrain/local/lmae.ckpt", "*/repeat0/fold*/splits.csv", "*/repeat0/fold*/local/member0/predictions.csv",
-            "*/repeat0/baselines.csv")
+FINISHED = ("pretrain/local/lmae.ckpt", "*/repeat0/fold*/splits.csv", "*/repeat0/fold*/cross_fit*.csv",
+            "*/repeat0/fold*/local/cross_fit*/member0/predictions.csv", "*/repeat0/classical.csv")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_a_write_that_fails_names_the_file_and_leaves_the_old_one_whole(tmp_path
 
     monkeypatch.setattr(Path, "write_text", disk_full)
     with pytest.raises(BrainlitOutputError, match=f"cannot write {results} \\(No space left on device\\)"):
-        _write_atomically(results, "model,mae\nbrainlit,5.0\n")
+        write_atomically(results, "model,mae\nbrainlit,5.0\n")
     monkeypatch.undo()
     assert results.read_text() == "model,mae\nmean,7.0\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]

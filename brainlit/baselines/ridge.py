@@ -1,12 +1,11 @@
-"""Closed-form pieces of a fine-tuned model: the ridge fit of the linear FC read-out.
+"""Closed-form ridge fits: one linear layer per feature set, their combination, a regressor chain.
 
-The read-out is stacked under the network: RWMOE + SSM learn the residual of the ridge
-prediction. On the subjects the ridge was fit on, its in-sample predictions are far better
-than on anyone else (their residuals are mostly noise), so those subjects get their
-leave-one-out ridge predictions instead (:func:`loo_ridge_predictions`), the classic
-cross-fitting of stacked models: the residuals the network sees are out-of-sample ones.
-With several feature sets (:meth:`brainlit.models.readout.FCReadout.blocks`) the read-out
-combines one ridge per set, averaged or stacked (:func:`fit_ridge_combination`).
+Every fit also returns the leave-one-out predictions of the subjects it saw
+(:func:`loo_ridge_predictions`): in-sample predictions of a ridge are far better than on
+anyone else, so whatever is stacked on top of it (the feature sets' weights, the network's
+share, an oracle) is fit on out-of-sample ones. With several feature sets
+(:func:`brainlit.baselines.features.feature_blocks`) one ridge per set is combined,
+averaged or stacked (:func:`fit_ridge_combination`).
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (x - mean) / scale, mean, scale
 
 
-def fit_ridge_readout(
+def fit_ridge(
     features: torch.Tensor,
     targets: torch.Tensor,
     alphas: Sequence[float] = ALPHAS,
@@ -78,7 +77,7 @@ def loo_ridge_predictions(
     Args:
         features: ``[N, E]`` features of the subjects the ridge is fit on.
         targets: ``[N, T]`` their targets.
-        alphas: The penalty of each target (as chosen by :func:`fit_ridge_readout`).
+        alphas: The penalty of each target (as chosen by :func:`fit_ridge`).
     """
     x, _, _ = _standardise(features.double().cpu().numpy())
     y = targets.double().cpu().numpy()
@@ -129,7 +128,7 @@ def fit_ridge_combination(
     """One ridge per feature set, combined into one linear layer on all the features.
 
     Each set (columns ``blocks[k]`` of ``features``, which may share columns) gets its own
-    :func:`fit_ridge_readout`; a weighted sum of linear models is a linear model, so their
+    :func:`fit_ridge`; a weighted sum of linear models is a linear model, so their
     weights are summed into one ``[T, E]`` layer. ``combine='mean'`` averages them: averaging
     ridge fits on different parametrisations of FC cuts the variance no single penalty removes
     (on the development cohorts, ridge on correlation and on tangent FC averaged beat either
@@ -139,7 +138,7 @@ def fit_ridge_combination(
     leave-one-out predictions of the combination combine each fit's (for ``stack`` slightly
     optimistic: K weights per target are fit on them).
     """
-    fits = [fit_ridge_readout(features[:, columns], targets) for columns in blocks]
+    fits = [fit_ridge(features[:, columns], targets) for columns in blocks]
     loos = torch.stack([loo_ridge_predictions(features[:, columns], targets, alphas)
                         for columns, (_, _, alphas) in zip(blocks, fits, strict=True)])  # [K, N, T]
     if combine == "stack":
@@ -196,33 +195,3 @@ def fit_anchored_ridge(
         chosen.insert(anchor, anchor_chosen[0])
         alphas.append(chosen)
     return RidgeFit(weight, bias, loo, alphas, block_weights)
-
-
-def network_share_weights(pred: torch.Tensor, true: torch.Tensor, readout: torch.Tensor,
-                          shrink: bool = False) -> torch.Tensor:
-    """Per target, the weight in [0, 1] on the network's share that fits held-out subjects best.
-
-    The network's share is ``pred - readout``; the weight is the least-squares coefficient of
-    the read-out's residual ``true - readout`` on it (no intercept), clipped to [0, 1]: 1 keeps
-    the whole share, 0 falls back to the read-out (a stacking weight, as in Breiman 1996).
-    A share that is zero for every subject keeps its weight of 1 (there is nothing to weigh).
-
-    With ``shrink`` the coefficient ``w`` is first shrunk by the positive-part James-Stein
-    factor ``max(0, 1 - 1 / t^2)``, ``t = w / se(w)``: on ~20 validation subjects a weight
-    that is not clearly above its noise (``|t| <= 1``) falls to 0, one the data are sure of
-    (``t = 4``: 0.94) is kept nearly whole.
-
-    Args:
-        pred: ``[N, T]`` the model's predictions of held-out subjects.
-        true: ``[N, T]`` their targets.
-        readout: ``[N, T]`` the read-out's predictions of them (cross-fitted where it saw them).
-        shrink: Shrink each weight towards 0 by its standard error first.
-    """
-    share, residual = (pred - readout).double(), (true - readout).double()
-    power = share.pow(2).sum(0)
-    weight = (share * residual).sum(0) / power.clamp_min(1e-12)
-    if shrink:
-        noise = (residual - weight * share).pow(2).sum(0) / max(share.shape[0] - 1, 1)
-        t_squared = weight.pow(2) * power / noise.clamp_min(1e-12)
-        weight = weight * (1 - 1 / t_squared.clamp_min(1e-12)).clamp_min(0.0)
-    return torch.where(power > 1e-12, weight.clamp(0.0, 1.0), torch.ones_like(weight)).float()

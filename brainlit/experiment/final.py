@@ -1,0 +1,78 @@
+"""Step: the final model of each fine-tuning config, as a model folder for ``apply``.
+
+Nothing is trained again. The read-out is refit in closed form on every labelled subject; the
+networks are the cross-fitted networks of the first repeat's folds (together they saw every
+labelled subject); the combination and the brain-age bias correction are fit on the
+experiment's out-of-fold predictions of every labelled subject, averaged over repeats.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from brainlit.baselines.run import READOUT
+from brainlit.data.cache import CacheReader
+from brainlit.experiment.context import Experiment, targets_of
+from brainlit.experiment.folds import outer_split
+from brainlit.experiment.network import network_checkpoints
+from brainlit.experiment.pretrain import corpus_card
+from brainlit.model_folder import ModelParts, bias_correction, networks_of, write_model_folder
+from brainlit.stack import NETWORK
+
+log = logging.getLogger(__name__)
+
+
+def write_final_models(experiment: Experiment, results: pd.DataFrame, predictions: pd.DataFrame) -> list[Path]:
+    """One model folder per fine-tuning config: ``<out>/model`` (or ``<out>/model/<config>``)."""
+    configs = experiment.finetune_configs
+    return [write_model_folder(experiment.out_dir / "model" / (config.stem if len(configs) > 1 else ""),
+                               final_parts(experiment, config, results, predictions)) for config in configs]
+
+
+def final_parts(experiment: Experiment, config: Path, results: pd.DataFrame, predictions: pd.DataFrame) -> ModelParts:
+    """The read-out refit on every labelled subject, the folds' networks and the combination
+    fit on the out-of-fold predictions."""
+    targets, suffix = targets_of(config), experiment.config_suffix(config)
+    subjects = outer_split(experiment, config, 0, 0)["subject_id"].tolist()
+    reader = CacheReader(experiment.cache_path)
+    y = reader.phenotypes.loc[subjects, targets]
+    readout = copy.deepcopy(experiment.stack.readout).fit([reader.timeseries(s) for s in subjects], y)
+    networks, data = networks_of(network_checkpoints(experiment, config))
+    oof = out_of_fold(predictions, targets, {READOUT: "readout", NETWORK + suffix: "network", "brainlit" + suffix: "brainlit"})
+    combination = copy.deepcopy(experiment.stack.combination).fit(
+        oof["readout"].to_numpy(), oof["network"].to_numpy(), oof["truth"].to_numpy(), targets)
+    log.info("Final model of %s: %s", config.stem, combination.describe())
+    ages = y["age"] if "age" in y else reader.phenotypes.loc[subjects].get("age", pd.Series(dtype=float)).dropna()
+    data = {**data, "training_cohort": {"n_subjects": len(subjects), "age_min": float(ages.min()) if len(ages) else None,
+                                        "age_max": float(ages.max()) if len(ages) else None}}
+    correction = None
+    if "age" in targets:
+        fit_on = (f"the training cohort's out-of-fold brainlit predictions ({config.stem}, {experiment.repeats} "
+                  "repeat(s) of cross-validation), averaged per subject")
+        correction = bias_correction(oof["truth"]["age"], oof["brainlit"]["age"], fit_on)
+    card = {"bias_correction": correction, "cv_results": cv_summary(results, targets),
+            "pretraining": corpus_card(experiment)}
+    return ModelParts(networks, data, readout, combination, card)
+
+
+def out_of_fold(predictions: pd.DataFrame, targets: list[str], models: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """``{name: subject x target table}`` of each model's test predictions averaged over
+    repeats, on the subjects every model predicted, plus ``truth``."""
+    rows = predictions[predictions["model"].isin(models) & predictions["target"].isin(targets)]
+    means = rows.groupby(["model", "subject_id", "target"])[["y_true", "y_pred"]].mean().reset_index()
+    tables = {name: means[means["model"] == model].pivot(index="subject_id", columns="target", values="y_pred")[targets]
+              for model, name in models.items()}
+    subjects = sorted(set.intersection(*(set(t.dropna().index) for t in tables.values())))
+    truth = means.pivot_table(index="subject_id", columns="target", values="y_true")[targets]
+    return {name: table.loc[subjects] for name, table in tables.items()} | {"truth": truth.loc[subjects]}
+
+
+def cv_summary(results: pd.DataFrame, targets: list[str]) -> list[dict]:
+    """Mean fold scores per model and target, as stored in the model card."""
+    scores = [c for c in ("mae", "pearson_r", "pearson_r_age_partial") if c in results]
+    table = results[results["target"].isin(targets)].groupby(["model", "target"], sort=False)[scores].mean().reset_index()
+    return table.astype(object).where(table.notna(), None).to_dict("records")
