@@ -52,15 +52,15 @@ def test_a_sites_gain_shows_in_the_roi_sd():
 
 def test_scanner_effects_one_by_one():
     bold = simulate_subjects([0], 16, 200, seed=1).roi_timeseries[0].astype(float)  # [R, T]
-    quiet = SiteEffects(0, np.full(16, 1.5), noise_pct=0.0, global_pct=0.0, motion_mm=0.0, t_r=2.0)
+    quiet = SiteEffects(0, np.full(16, 1.5), roi_noise_pct=np.zeros(16), global_pct=0.0, motion_mm=0.0, t_r=2.0)
     scanned, mean_fd = scan_at_site(bold, quiet, np.random.default_rng(0))
     np.testing.assert_allclose(scanned, 1.5 * bold, rtol=1e-5)
     assert mean_fd == 0.0
-    shared = SiteEffects(0, np.ones(16), noise_pct=0.0, global_pct=0.5, motion_mm=0.0, t_r=2.0)
+    shared = SiteEffects(0, np.ones(16), roi_noise_pct=np.zeros(16), global_pct=0.5, motion_mm=0.0, t_r=2.0)
     assert _mean_fc(scan_at_site(bold, shared, np.random.default_rng(0))[0]) > _mean_fc(bold) + 0.05
-    noisy = SiteEffects(0, np.ones(16), noise_pct=0.5, global_pct=0.0, motion_mm=0.0, t_r=2.0)
+    noisy = SiteEffects(0, np.ones(16), roi_noise_pct=np.full(16, 0.5), global_pct=0.0, motion_mm=0.0, t_r=2.0)
     assert _mean_fc(scan_at_site(bold, noisy, np.random.default_rng(0))[0]) < _mean_fc(bold) - 0.05
-    moving = SiteEffects(0, np.ones(16), noise_pct=0.0, global_pct=0.0, motion_mm=0.3, t_r=2.0)
+    moving = SiteEffects(0, np.ones(16), roi_noise_pct=np.zeros(16), global_pct=0.0, motion_mm=0.3, t_r=2.0)
     scanned, mean_fd = scan_at_site(bold, moving, np.random.default_rng(0))
     assert mean_fd > 0.05 and not np.allclose(scanned, bold, atol=0.01)
 

@@ -17,8 +17,8 @@ the HRF.
   the static ageing raises, does not depend on the state or on how long a run stays in one.
   (A first version gated a global fluctuation against network-specific ones, integration
   against segregation as in the capability toy; the run-to-run share of the integrated state
-  then moved the mean between-network FC and cost the static age read-out about a year of MAE:
-  ``docs/research/simulator.md``.)
+  then moved the mean between-network FC and cost the static age read-out 0.4-0.7 years more
+  MAE at 200 subjects: ``docs/research/simulator.md``.)
 - The chain is the symmetric one of ``switching`` (same dwell times, same streams), so both
   states are visited half the time on average and the time-averaged FC does not depend on the
   speed; only the speed carries the phenotypes (``mean_dwell_s``).
