@@ -38,8 +38,9 @@ class SimulatedCohort:
         latents: One row per subject: participant_id, the latent ``integrity`` and, with
             dynamics, ``dynamics_log_mean_dwell`` (log of the mean dwell time in s) and
             ``state_switches`` (state changes during the scan). Never phenotypes.
-        states: With dynamics, the state at each volume's acquisition ``[N, T]`` int8
-            (0 integrated, 1 segregated); None without.
+        states: With dynamics, the state (0 or 1) at each volume's acquisition ``[N, T]``
+            int8: with ``switching`` 0 is the integrated one, with ``visible`` each joins its
+            own network pairs; None without.
     """
 
     roi_timeseries: np.ndarray
