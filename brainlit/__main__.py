@@ -32,7 +32,7 @@ COMMANDS = {
     "experiment": "cache, pretrain, cross-validate, baselines, report and the final model folder",
     "export": "checkpoints -> a model folder (fine-tuned) or encoder .safetensors (LMAE)",
     "apply": "predict a new cohort with a model folder: predictions and brain-age gap",
-    "simulate": "write a simulated cohort (BIDS or Cam-CAN-shaped) with known ground truth",
+    "simulate": "write a simulated cohort (BIDS, arrays or Cam-CAN-shaped) with known ground truth",
 }
 LIGHTNING = ("fit", "validate", "test", "predict")
 

@@ -1,6 +1,8 @@
-"""Simulated resting-state fMRI cohorts: the embedded demo data, dynamic-FC positive controls and
-a Cam-CAN-shaped test tree. One module per stage: ``phenotypes`` -> ``network`` (coupling,
-static or switching) -> ``bold`` -> ``images`` -> ``cohort`` (the BIDS writer) or ``camcan``.
+"""Simulated resting-state fMRI cohorts: the embedded demo data, dynamic-FC positive controls,
+multi-site cohorts and a Cam-CAN-shaped test tree. One module per stage: ``phenotypes`` ->
+``network`` (coupling, static or switching) -> ``bold`` (with ``visible`` dynamics) -> ``sites``
+(scanner effects) -> ``scans`` -> ``images`` -> ``cohort`` (the BIDS or arrays writer) or
+``camcan``.
 
 Generative model of one subject (``a = (age - 18) / 70`` in [0, 1]):
 
@@ -27,7 +29,10 @@ Generative model of one subject (``a = (age - 18) / 70`` in [0, 1]):
    (``nilearn.glm.first_level.glover_hrf``) at ``dt`` and sampled every TR after a burn-in. The
    network BOLD (scaled to unit sd per subject) plus the local noise is scaled to percent signal
    change by a per-subject vascular gain (lognormal, falling with age like resting-state
-   fluctuation amplitude). ``simulate_roi_timeseries`` stops here.
+   fluctuation amplitude). ``simulate_roi_timeseries`` stops here. With ``dynamics="visible"``
+   a state-gated fluctuation shared by the networks a state joins is added before the gain
+   (:mod:`brainlit.data.simulate.visible`); with sites, each site's BOLD gain, noise, shared
+   signal and head motion follow (:mod:`brainlit.data.simulate.sites`).
 5. **Voxels** of region r: ``S0_v * gain * (1 + (w_v * bold_r(t) + drift_v(t) + e_v(t)) / 100)``
    with voxel weights ``w_v ~ U(0.5, 1.5)``, thermal noise ``e_v``, a scanner drift (Legendre
    orders 1-2, subject coefficients, voxel factors) and a random per-subject scanner gain,
@@ -48,15 +53,19 @@ variance correlates with age beyond |r| = 0.3.
 """
 
 from brainlit.data.simulate.atlas import NETWORK_NAMES, Atlas, make_atlas, network_modules
-from brainlit.data.simulate.bold import SimulatedCohort, simulate_roi_timeseries
+from brainlit.data.simulate.bold import SimulatedCohort, simulate_roi_timeseries, simulate_subjects
 from brainlit.data.simulate.camcan import write_camcan_tree
 from brainlit.data.simulate.cohort import LATENTS, MARKER, CohortSummary, simulate_cohort
 from brainlit.data.simulate.images import write_atlas
 from brainlit.data.simulate.model import SIMULATOR_VERSION, GenerativeModel
 from brainlit.data.simulate.phenotypes import simulate_phenotypes
+from brainlit.data.simulate.scans import ScanPlan, Scans, simulate_scans
+from brainlit.data.simulate.sites import SiteEffects, SiteSpec
 
 __all__ = [
     "LATENTS", "MARKER", "NETWORK_NAMES", "SIMULATOR_VERSION", "Atlas", "CohortSummary",
-    "GenerativeModel", "SimulatedCohort", "make_atlas", "network_modules", "simulate_cohort",
-    "simulate_phenotypes", "simulate_roi_timeseries", "write_atlas", "write_camcan_tree",
+    "GenerativeModel", "ScanPlan", "Scans", "SimulatedCohort", "SiteEffects", "SiteSpec",
+    "make_atlas", "network_modules", "simulate_cohort", "simulate_phenotypes",
+    "simulate_roi_timeseries", "simulate_scans", "simulate_subjects", "write_atlas",
+    "write_camcan_tree",
 ]

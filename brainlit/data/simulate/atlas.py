@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from brainlit.data.simulate.model import TEMPLATE_SEED
 
@@ -62,8 +63,18 @@ def make_atlas(n_rois: int = 32, grid: tuple[int, int, int] = (16, 22, 16),
     labels = np.where(brain, nearest + 1, 0).reshape(grid).astype(np.int16)
     if len(np.unique(labels)) != n_rois + 1:
         raise ValueError(f"grid {grid} at {voxel_size_mm} mm is too small for {n_rois} regions")
-    half = n_rois // 2
-    names = [f"{'LR'[r >= half]}_{NETWORK_NAMES[m % len(NETWORK_NAMES)]}_{r % half + 1}"
-             for r, m in enumerate(modules)]
-    return Atlas(labels=labels, affine=affine, modules=modules, names=names)
+    return Atlas(labels=labels, affine=affine, modules=modules, names=region_names(modules))
+
+
+def region_names(modules: np.ndarray) -> list[str]:
+    """``L_Visual_1`` ...: hemisphere, network and number of each region (left ones first)."""
+    half = len(modules) // 2
+    return [f"{'LR'[r >= half]}_{NETWORK_NAMES[m % len(NETWORK_NAMES)]}_{r % half + 1}"
+            for r, m in enumerate(modules)]
+
+
+def labels_table(modules: np.ndarray) -> pd.DataFrame:
+    """``atlas_labels.tsv``: index (1-based label), name and network of each region."""
+    return pd.DataFrame({"index": np.arange(1, len(modules) + 1), "name": region_names(modules),
+                         "network": [NETWORK_NAMES[m % len(NETWORK_NAMES)] for m in modules]})
 

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 from joblib import Parallel, delayed
 from numpy.polynomial import legendre
 from tqdm.auto import tqdm
 
-from brainlit.data.simulate.atlas import NETWORK_NAMES, Atlas
+from brainlit.data.simulate.atlas import Atlas, labels_table
 from brainlit.data.simulate.bold import SimulatedCohort
 from brainlit.data.simulate.model import GenerativeModel
 
@@ -45,8 +44,10 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path: Path, t_r: float | No
     nib.save(image, path)
 
 
-def _write_subject(roi_bold, atlas: Atlas, t_r: float, path: Path, key, model, artefacts):
-    """Write one subject's BOLD NIfTI; returns its global signal [T] (mean over brain voxels)."""
+def write_subject_image(roi_bold: np.ndarray, atlas: Atlas, t_r: float, path: Path, key,
+                        model: GenerativeModel, artefacts: np.ndarray | None = None) -> np.ndarray:
+    """Write one subject's BOLD NIfTI from its ROI BOLD ``[R, T]``, drawing the voxels from the
+    stream ``key``; returns its global signal [T] (mean over brain voxels)."""
     image = _voxel_image(roi_bold, atlas.labels, np.random.default_rng(key), model, artefacts)
     save_nifti(image, atlas.affine, path, t_r)
     return image[atlas.labels > 0].mean(axis=0)
@@ -55,7 +56,7 @@ def _write_subject(roi_bold, atlas: Atlas, t_r: float, path: Path, key, model, a
 def write_images(cohort: SimulatedCohort, paths, atlas, seed, model, n_jobs, progress,
                   artefacts=None) -> list[np.ndarray]:
     """Every subject's image (joblib workers, progress bar); returns their global signals."""
-    jobs = (delayed(_write_subject)(cohort.roi_timeseries[i], atlas, cohort.t_r, path, [seed, 2, i],
+    jobs = (delayed(write_subject_image)(cohort.roi_timeseries[i], atlas, cohort.t_r, path, [seed, 2, i],
                                     model, None if artefacts is None else artefacts[i])
             for i, path in enumerate(paths))
     # threads: zlib and numpy release the GIL, and no worker process has to start
@@ -66,9 +67,6 @@ def write_images(cohort: SimulatedCohort, paths, atlas, seed, model, n_jobs, pro
 def write_atlas(out_dir: Path, atlas: Atlas) -> Path:
     """``atlas.nii.gz`` and ``atlas_labels.tsv`` (index, name, network) in ``out_dir``."""
     save_nifti(atlas.labels, atlas.affine, out_dir / "atlas.nii.gz")
-    networks = [NETWORK_NAMES[m % len(NETWORK_NAMES)] for m in atlas.modules]
-    table = pd.DataFrame({"index": np.arange(1, len(atlas.names) + 1), "name": atlas.names,
-                          "network": networks})
-    table.to_csv(out_dir / "atlas_labels.tsv", sep="\t", index=False)
+    labels_table(atlas.modules).to_csv(out_dir / "atlas_labels.tsv", sep="\t", index=False)
     return out_dir / "atlas.nii.gz"
 

@@ -49,9 +49,10 @@ def templates(modules: np.ndarray, model: GenerativeModel) -> tuple[np.ndarray, 
 
 def state_gains(model: GenerativeModel) -> np.ndarray:
     """``[K, 2]`` within- and between-network coupling gains of each state (``[[1, 1]]``
-    without dynamics). Integrated: between ``1 + c``, within ``1 - c / 2``; segregated: between
-    ``1 - c``, within ``1 + c / 2`` (``c = state_contrast``). Each column's mean is 1."""
-    if model.dynamics == "none":
+    unless the coupling switches). Integrated: between ``1 + c``, within ``1 - c / 2``;
+    segregated: between ``1 - c``, within ``1 + c / 2`` (``c = state_contrast``). Each
+    column's mean is 1."""
+    if model.dynamics != "switching":
         return np.ones((1, 2))
     c = model.state_contrast
     return np.array([[1 - c / 2, 1 + c], [1 + c / 2, 1 - c]])
