@@ -375,6 +375,11 @@ class CacheReader:
         """The ``[R, T]`` float32 series of one subject."""
         return self.h5["subjects"][subject_id]["timeseries"][()]
 
+    def window(self, subject_id: str, start: int, length: int) -> np.ndarray:
+        """``[R, length]`` float32 from time point ``start`` of one subject, read alone from disk:
+        a corpus of any size is streamed a training window at a time."""
+        return self.h5["subjects"][subject_id]["timeseries"][:, start : start + length]
+
     def n_timepoints(self, subject_id: str) -> int:
         """T of one subject without reading the data."""
         return int(self.h5["subjects"][subject_id]["timeseries"].shape[1])
