@@ -34,7 +34,7 @@ GPU_WHEELS ?= jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.1
 	nilearn==0.14.1 nibabel==5.4.2
 MAMBA_SDIST ?= mamba-ssm==2.3.2.post1
 
-.PHONY: install demo demo-dynamics capability test test-all lint bench gpu-check gpu-wheels reproduce-camcan tensorboard clean
+.PHONY: install demo demo-dynamics capability label-efficiency test test-all lint bench gpu-check gpu-wheels reproduce-camcan tensorboard clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ capability: install  ## can the network read FC switching speed where windowed F
 	$(PY) benchmarks/dynamics_capability.py $(CAP_DIR) --seed $(CAP_SEED)
 	$(PY) -m brainlit experiment --root $(CAP_DIR) --data.layout arrays --configs configs/capability \
 		--out runs/capability --final_model false
+
+LE_OUT ?= runs/label_efficiency$(if $(QUICK),_quick)
+
+label-efficiency: install  ## does pretraining on a corpus pay? MAE against labelled n (hours; QUICK=1: minutes)
+	$(PY) benchmarks/label_efficiency.py $(LE_OUT) $(if $(QUICK),--quick)
 
 test: install  ## fast test suite (slow and gpu tests skipped)
 	$(PY) -m pytest -q

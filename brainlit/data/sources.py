@@ -41,6 +41,7 @@ CATTELL = "cc700-scored/Cattell/release001/summary/Cattell_summary.txt"
 ID_COLUMNS = ("participant_id", "ccid", "observations", "subject_id", "subject")
 RENAMES = {"totalscore": "fluid_intelligence", "cattell": "fluid_intelligence", "gender": "sex"}
 SEX_CODES = {"m": 1.0, "male": 1.0, "f": 0.0, "female": 0.0}
+SITE = "site"  # kept as text: the scanner a subject was scanned on (harmonisation, per-site summaries)
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,15 @@ def tidy_phenotypes(table: pd.DataFrame, path: Path) -> pd.DataFrame:
             "add a participant_id column."
         )
     ids = table[id_column].map(subject_id)
-    values = {c: _numeric(table[c], c) for c in table.columns if c not in ID_COLUMNS}
+    values = {c: _site(table[c]) if c == SITE else _numeric(table[c], c) for c in table.columns if c not in ID_COLUMNS}
     frame = pd.DataFrame(values).set_index(pd.Index(ids, name="subject_id"))
     return frame.loc[:, frame.notna().any()]
+
+
+def _site(column: pd.Series) -> pd.Series:
+    """Site labels as text, NaN where empty or ``n/a``."""
+    text = column.astype(str).str.strip()
+    return text.where(~text.str.lower().isin(["", "n/a", "na", "nan"]))
 
 
 def _looks_like_ids(column: pd.Series) -> bool:
