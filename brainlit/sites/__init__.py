@@ -6,5 +6,6 @@ Each estimator saves as ``to_state() -> (json_values, arrays)`` and loads with
 """
 
 from brainlit.sites.conformal import ConformalIntervals
+from brainlit.sites.harmonise import ComBatHarmoniser
 
-__all__ = ["ConformalIntervals"]
+__all__ = ["ComBatHarmoniser", "ConformalIntervals"]
