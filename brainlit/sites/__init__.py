@@ -7,5 +7,6 @@ Each estimator saves as ``to_state() -> (json_values, arrays)`` and loads with
 
 from brainlit.sites.conformal import ConformalIntervals
 from brainlit.sites.harmonise import ComBatHarmoniser
+from brainlit.sites.ood import OutOfDistribution
 
-__all__ = ["ComBatHarmoniser", "ConformalIntervals"]
+__all__ = ["ComBatHarmoniser", "ConformalIntervals", "OutOfDistribution"]
