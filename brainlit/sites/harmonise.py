@@ -204,6 +204,9 @@ def _checked(features: ArrayLike, sites: Sequence, age: ArrayLike | None,
     if features.ndim != 2 or len(sites) != len(features):
         raise BrainlitDataError(f"ComBatHarmoniser.{step}: features must be [N, F] with one site each, got "
                                 f"{features.shape} and {len(sites)} sites.")
+    if not np.isfinite(features).all():
+        rows = np.flatnonzero(~np.isfinite(features).all(1))[:10].tolist()
+        raise BrainlitDataError(f"ComBatHarmoniser.{step}: features of rows {rows} are not finite.")
     age = np.full(len(features), np.nan) if age is None else np.asarray(age, dtype=np.float64).ravel()
     missing = np.flatnonzero(~np.isfinite(age)) if step != "transform" else np.array([], dtype=int)
     if len(age) != len(features) or len(missing):

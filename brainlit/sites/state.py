@@ -35,7 +35,7 @@ def check_state(json_values: Mapping, arrays: Mapping[str, np.ndarray], kind: st
     if json_values.get("kind") != kind or json_values.get("version", 0) > STATE_VERSION:
         raise BrainlitCheckpointError(
             f"the stored state is {json_values.get('kind')!r} version {json_values.get('version')}, "
-            f"not a {kind} state this brainlit reads (version <= {STATE_VERSION}).")
+            f"not a state of {kind} this brainlit reads (version <= {STATE_VERSION}).")
     missing = [name for name in names if name not in arrays]
     if missing:
         raise BrainlitCheckpointError(f"the stored {kind} state lacks the arrays {missing}: "
