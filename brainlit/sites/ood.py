@@ -1,0 +1,182 @@
+"""Flags for subjects unlike the training cohort: read-out features far away, short runs, motion.
+
+Evidence for the defaults: ``docs/research/ood.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+
+from brainlit.errors import BrainlitConfigError, BrainlitDataError
+from brainlit.sites.state import State, check_state, header
+
+MAX_MEAN_FD_MM = 0.5  # Power et al. 2012 censor volumes above FD 0.5 mm; here a lenient subject cut-off
+
+
+@dataclass(frozen=True)
+class _Subspace:
+    """Mahalanobis distance of standardised features under a probabilistic-PCA covariance:
+    the training data's top principal variances kept, every other direction given their mean."""
+
+    mean: np.ndarray  # [F]
+    scale: np.ndarray  # [F]
+    components: np.ndarray  # [K, F] principal axes
+    variances: np.ndarray  # [K] variances along them
+    residual_variance: float  # the mean variance of all other directions
+
+    @classmethod
+    def fit(cls, features: np.ndarray, n_components: int) -> _Subspace:
+        """Tipping and Bishop's maximum-likelihood fit on ``features [N, F]``."""
+        mean, scale = features.mean(0), features.std(0)
+        scale = np.where(scale > 0, scale, 1.0)
+        z = (features - mean) / scale
+        _, singular, axes = np.linalg.svd(z, full_matrices=False)
+        eigen = singular**2 / len(z)
+        k = min(n_components, len(eigen), z.shape[1] - 1)
+        residual = max(eigen[k:].sum() / (z.shape[1] - k), eigen.sum() * 1e-12)
+        return cls(mean, scale, axes[:k], np.maximum(eigen[:k], residual), float(residual))
+
+    def distance(self, features: np.ndarray) -> np.ndarray:
+        """``[N]`` squared distance per feature: 1 on average over the training subjects."""
+        z = (features - self.mean) / self.scale
+        projected = z @ self.components.T  # [N, K]
+        residual = (z**2).sum(1) - (projected**2).sum(1)
+        return ((projected**2 / self.variances).sum(1) + residual / self.residual_variance) / z.shape[1]
+
+
+class OutOfDistribution:
+    """Per-subject flags: read-out features far from the training cohort's, runs too short, motion.
+
+    The feature distance is the Mahalanobis distance of the standardised features under a
+    probabilistic-PCA covariance of the training cohort (Tipping and Bishop 1999): the
+    ``n_components`` principal variances are kept and every other direction gets their mean,
+    the shrinkage that keeps the inverse stable with more features than subjects. It sums the
+    distance inside the principal subspace and the residual off it (Hotelling's T2 and the Q
+    statistic), and a wrong ROI order shows mostly in the residual. Its threshold comes from
+    cross-validated distances of the training subjects (each from a fit without its fold;
+    in-sample ones are optimistic): a subject's conformal p-value is the share of them at
+    least as far, and ``p <= false_flag_rate`` flags it, so at most about that share of
+    subjects like the training cohort is flagged. Run flags need no fit: fewer volumes than
+    ``min_volumes`` (the model's window), or a mean framewise displacement above
+    ``max_mean_fd`` mm (Power et al. 2012; 2014).
+
+    Args:
+        false_flag_rate: Share of training-like subjects flagged by the feature distance.
+        n_components: Principal axes whose variances are kept.
+        folds: Folds of the cross-validated distances.
+        min_volumes: Fewest volumes a run may have (None: no check).
+        max_mean_fd: Largest mean framewise displacement in mm (None: no check).
+        seed: Seed of the fold assignment.
+    """
+
+    def __init__(self, false_flag_rate: float = 0.05, n_components: int = 10, folds: int = 10,
+                 min_volumes: int | None = None, max_mean_fd: float | None = MAX_MEAN_FD_MM,
+                 seed: int = 0) -> None:
+        if not 0 < false_flag_rate < 1 or folds < 2 or n_components < 1:
+            raise BrainlitConfigError(f"OutOfDistribution: false_flag_rate must be in (0, 1), folds >= 2 and "
+                                      f"n_components >= 1, got {false_flag_rate}, {folds}, {n_components}.")
+        self.false_flag_rate, self.n_components, self.folds, self.seed = false_flag_rate, n_components, folds, seed
+        self.min_volumes, self.max_mean_fd = min_volumes, max_mean_fd
+
+    def fit(self, features: ArrayLike) -> OutOfDistribution:
+        """Fit the distance and its calibration on the training cohort's ``features [N, F]``.
+
+        Raises:
+            BrainlitDataError: features not ``[N, F]`` and finite, or too few subjects (fewer
+                than ``1 / false_flag_rate - 1``, or folds' fits of ``n_components + 1`` or fewer).
+        """
+        features = _features(features, "fit")
+        n = len(features)
+        fold_fit = n - -(-n // self.folds)  # subjects in the smallest fold's fit
+        if (n + 1) * self.false_flag_rate < 1 or fold_fit <= self.n_components + 1:
+            raise BrainlitDataError(
+                f"OutOfDistribution.fit: {n} training subjects are too few for false_flag_rate="
+                f"{self.false_flag_rate} (p-values need {np.ceil(1 / self.false_flag_rate - 1):.0f}) or for "
+                f"n_components={self.n_components} with {self.folds} folds: lower n_components or folds.")
+        fold = np.random.default_rng(self.seed).permutation(n) % self.folds
+        held_out = np.empty(n)
+        for k in range(self.folds):
+            held_out[fold == k] = _Subspace.fit(features[fold != k], self.n_components).distance(features[fold == k])
+        self.calibration_ = np.sort(held_out)
+        self.distance_ = _Subspace.fit(features, self.n_components)
+        return self
+
+    def p_values(self, features: ArrayLike) -> np.ndarray:
+        """``[N]`` conformal p-values: the share of cross-validated training distances at least as far."""
+        distance = self.distance_.distance(_features(features, "p_values", self.distance_.mean.size))
+        at_least = len(self.calibration_) - np.searchsorted(self.calibration_, distance, side="left")
+        return (1 + at_least) / (1 + len(self.calibration_))
+
+    def assess(self, features: ArrayLike, n_volumes: ArrayLike | None = None,
+               mean_fd: ArrayLike | None = None) -> pd.DataFrame:
+        """One row per subject: ``ood_score``, ``ood_p``, ``ood_flag``, ``ood_reason``.
+
+        Args:
+            features: ``[N, F]`` read-out features, made as the training ones were.
+            n_volumes: ``[N]`` volumes in each run (None: not checked).
+            mean_fd: ``[N]`` mean framewise displacement in mm; NaN where unknown.
+
+        Returns:
+            ``ood_score`` the feature distance (1: a typical training subject), ``ood_p`` its
+            p-value, ``ood_flag`` whether any check failed, ``ood_reason`` each failed check
+            ("" when none).
+        """
+        features = _features(features, "assess", self.distance_.mean.size)
+        p = self.p_values(features)
+        reasons = [[f"features far from the training cohort (p={v:.2g})"] if v <= self.false_flag_rate else []
+                   for v in p]
+        if n_volumes is not None and self.min_volumes is not None:
+            for row, volumes in enumerate(_per_subject(n_volumes, len(p), "n_volumes")):
+                if volumes < self.min_volumes:
+                    reasons[row].append(f"run too short: {volumes:.0f} < {self.min_volumes} volumes")
+        if mean_fd is not None and self.max_mean_fd is not None:
+            for row, fd in enumerate(_per_subject(mean_fd, len(p), "mean_fd")):
+                if fd > self.max_mean_fd:  # NaN (unknown) compares False
+                    reasons[row].append(f"mean FD {fd:.2g} mm > {self.max_mean_fd:g} mm")
+        return pd.DataFrame({"ood_score": self.distance_.distance(features), "ood_p": p,
+                             "ood_flag": [bool(r) for r in reasons], "ood_reason": ["; ".join(r) for r in reasons]})
+
+    def to_state(self) -> State:
+        """JSON values (options, residual variance) and arrays (calibration distances, eigenbasis)."""
+        json_values = {**header("OutOfDistribution"), "false_flag_rate": self.false_flag_rate,
+                       "n_components": self.n_components, "folds": self.folds,
+                       "min_volumes": self.min_volumes, "max_mean_fd": self.max_mean_fd, "seed": self.seed,
+                       "residual_variance": self.distance_.residual_variance}
+        arrays = {"calibration": self.calibration_, "mean": self.distance_.mean, "scale": self.distance_.scale,
+                  "components": self.distance_.components, "variances": self.distance_.variances}
+        return json_values, arrays
+
+    @classmethod
+    def from_state(cls, json_values: dict, arrays: dict[str, np.ndarray]) -> OutOfDistribution:
+        """The fitted detector back from :meth:`to_state`'s output."""
+        stored = check_state(json_values, arrays, "OutOfDistribution",
+                             ("calibration", "mean", "scale", "components", "variances"))
+        keys = ("false_flag_rate", "n_components", "folds", "min_volumes", "max_mean_fd", "seed")
+        detector = cls(**{key: json_values[key] for key in keys})
+        detector.calibration_ = stored.pop("calibration")
+        detector.distance_ = _Subspace(**stored, residual_variance=float(json_values["residual_variance"]))
+        return detector
+
+
+def _features(features: ArrayLike, step: str, n_features: int | None = None) -> np.ndarray:
+    """Validated float64 ``[N, F]`` features (``F == n_features`` when given)."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or (n_features is not None and features.shape[1] != n_features):
+        expected = f"[N, {n_features}]" if n_features else "[N, F]"
+        raise BrainlitDataError(f"OutOfDistribution.{step}: features must be {expected} (made as the training "
+                                f"cohort's were), got shape {features.shape}.")
+    if not np.isfinite(features).all():
+        rows = np.flatnonzero(~np.isfinite(features).all(1))[:10].tolist()
+        raise BrainlitDataError(f"OutOfDistribution.{step}: features of rows {rows} are not finite.")
+    return features
+
+
+def _per_subject(values: ArrayLike, n: int, name: str) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if len(values) != n:
+        raise BrainlitDataError(f"OutOfDistribution.assess: {len(values)} {name} values for {n} subjects.")
+    return values

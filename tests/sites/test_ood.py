@@ -1,0 +1,74 @@
+"""Out-of-distribution flags: features unlike the training cohort's, runs too short, too much motion."""
+
+import json
+
+import numpy as np
+import pytest
+
+from brainlit.baselines.fc_ridge import fc_features
+from brainlit.baselines.tangent_ridge import fit_tangent, tangent_features
+from brainlit.data.simulate import simulate_roi_timeseries
+from brainlit.errors import BrainlitDataError
+from brainlit.sites.ood import OutOfDistribution
+
+MIXING = np.random.default_rng(7).normal(size=(8, 120))  # 8 shared factors over 120 features
+
+
+def cohort(n: int, seed: int) -> np.ndarray:
+    """``[n, 120]`` correlated features: shared factors plus independent noise."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 8)) @ MIXING + rng.normal(size=(n, 120))
+
+
+@pytest.fixture(scope="module")
+def detector() -> OutOfDistribution:
+    return OutOfDistribution(min_volumes=144).fit(cohort(300, seed=0))
+
+
+def test_about_the_stated_share_of_a_like_cohort_is_flagged_and_a_shifted_one_is(detector):
+    like = detector.assess(cohort(2000, seed=1))
+    assert 0.02 <= like["ood_flag"].mean() <= 0.07
+    assert like["ood_score"].median() == pytest.approx(1.0, abs=0.2)
+    shifted = cohort(200, seed=2)
+    shifted[:, :20] += 3.0  # a site effect on a sixth of the features
+    result = detector.assess(shifted)
+    assert result["ood_flag"].mean() >= 0.9
+    assert result["ood_reason"][0].startswith("features far from the training cohort (p=")
+
+
+def test_short_runs_and_motion_are_flagged_with_their_reason(detector):
+    features = cohort(3, seed=3)
+    result = detector.assess(features, n_volumes=[90, 200, 200], mean_fd=[0.1, 0.8, np.nan])
+    assert "run too short: 90 < 144 volumes" in result["ood_reason"][0]
+    assert "mean FD 0.8 mm > 0.5 mm" in result["ood_reason"][1]
+    assert "FD" not in result["ood_reason"][2]  # unknown motion is not a flag
+    assert result["ood_flag"][:2].all()
+
+
+def test_state_is_json_and_arrays_and_gives_the_same_flags_back(detector):
+    json_values, arrays = detector.to_state()
+    loaded = OutOfDistribution.from_state(json.loads(json.dumps(json_values)), arrays)
+    features = cohort(50, seed=4)
+    assert loaded.assess(features, n_volumes=[100] * 50).equals(detector.assess(features, n_volumes=[100] * 50))
+
+
+def test_features_of_another_size_and_too_small_a_cohort_are_refused(detector):
+    with pytest.raises(BrainlitDataError, match=r"features must be \[N, 120\]"):
+        detector.assess(np.zeros((2, 100)))
+    with pytest.raises(BrainlitDataError, match="too few for false_flag_rate=0.05"):
+        OutOfDistribution().fit(cohort(15, seed=5))
+
+
+def readout_like(series: np.ndarray, tangent) -> np.ndarray:
+    """Fisher-z FC edges and tangent FC at the training reference: ``[N, R (R - 1)]``."""
+    return np.hstack([fc_features(series), tangent_features(tangent, list(series))])
+
+
+def test_simulated_cohorts_a_shuffled_roi_order_is_flagged_and_another_seed_is_not():
+    train = simulate_roi_timeseries(150, 16, 100, seed=0).roi_timeseries.astype(float)
+    tangent = fit_tangent(list(train))
+    detector = OutOfDistribution().fit(readout_like(train, tangent))
+    same = simulate_roi_timeseries(150, 16, 100, seed=1).roi_timeseries.astype(float)
+    shuffled = same[:, np.random.default_rng(0).permutation(16)]
+    assert detector.assess(readout_like(same, tangent))["ood_flag"].mean() <= 0.05
+    assert detector.assess(readout_like(shuffled, tangent))["ood_flag"].mean() >= 0.9
