@@ -12,7 +12,7 @@ PACKAGE = REPO / "brainlit"
 LAYERS = [
     ("brainlit.errors", "brainlit.logs", "brainlit.progress", "brainlit.metrics", "brainlit.version"),
     ("brainlit.data",),
-    ("brainlit.models", "brainlit.baselines", "brainlit.stack", "brainlit.viz", "brainlit.ensembles"),
+    ("brainlit.models", "brainlit.baselines", "brainlit.sites", "brainlit.stack", "brainlit.viz", "brainlit.ensembles"),
     ("brainlit.tasks",),
     ("brainlit.cli", "brainlit.config_check", "brainlit.model_folder", "brainlit.apply", "brainlit.report",
      "brainlit.experiment", "brainlit.__main__", "brainlit"),
