@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -17,11 +18,16 @@ from brainlit.baselines.features import (
     tangent_edges,
 )
 from brainlit.baselines.ridge import Combine, fit_anchored_ridge
+from brainlit.errors import BrainlitConfigError
+from brainlit.sites.harmonise import ComBatHarmoniser
+
+log = logging.getLogger(__name__)
 
 Connectivity = Literal["correlation", "tangent", "both"]
 EDGE_KINDS: dict[str, tuple[str, ...]] = {
     "correlation": ("correlation",), "tangent": ("tangent",), "both": ("correlation", "tangent"),
 }
+ONE_SITE = "training"  # the site label of a cohort without a site column
 
 
 def as_target_frame(y: pd.DataFrame | pd.Series | np.ndarray) -> pd.DataFrame:
@@ -46,40 +52,63 @@ class ConnectivityRidge:
     Every part is linear in the features, so the fit is one linear layer
     (:mod:`brainlit.baselines.ridge`); each penalty is chosen by leave-one-out CV.
 
+    With ``harmonise`` the features first go through ComBat
+    (:class:`~brainlit.sites.harmonise.ComBatHarmoniser`) fit on the training subjects with age
+    as a covariate; training and new subjects alike then lose their site's location only (a new
+    subject's age is unknown), so the ridge reads what it will be given. A cohort without a
+    site column is one site (``"training"``), whose effects are zero: the harmoniser is then
+    what a new site is adapted to (:meth:`adapt_site`).
+
     Args:
         connectivity: Edge sets: ``correlation``, ``tangent`` or ``both``.
         lags: Autocorrelation lags per ROI added to every edge set (0: FC only).
         combine: How the edge sets' ridges combine: ``mean`` or ``stack``.
         anchor: A target the others are chained to (e.g. ``age``); ignored when it is not
             among the targets or there is only one.
+        harmonise: Fit ComBat on the training features when their ages are known.
 
     Attributes (after :meth:`fit`):
         targets_: Target names. weight_ ``[T, F]``, bias_ ``[T]``: the linear layer on
-        :meth:`features`. whitening_ ``[R, R]``: the tangent reference ``ref^(-1/2)``.
-        oof_ ``[N, T]``: leave-one-out predictions of the subjects it was fit on.
-        alphas_, block_weights_: each edge set's penalty and weight per target.
+        :meth:`design`. whitening_ ``[R, R]``: the tangent reference ``ref^(-1/2)``.
+        harmoniser_: The fitted ComBat model, or None. oof_ ``[N, T]``: leave-one-out
+        predictions of the subjects it was fit on. alphas_, block_weights_: each edge set's
+        penalty and weight per target.
     """
 
     def __init__(self, connectivity: Connectivity = "both", lags: int = 3, combine: Combine = "stack",
-                 anchor: str | None = None) -> None:
+                 anchor: str | None = None, harmonise: bool = True) -> None:
         if connectivity not in EDGE_KINDS or combine not in ("mean", "stack") or lags < 0:
             raise ValueError(f"ConnectivityRidge needs connectivity in {set(EDGE_KINDS)}, combine in "
                              f"{{mean, stack}} and lags >= 0; got {connectivity!r}, {combine!r}, {lags}.")
         self.connectivity, self.lags, self.combine, self.anchor = connectivity, lags, combine, anchor
+        self.harmonise = harmonise
 
     @property
     def kinds(self) -> tuple[str, ...]:
         """The edge sets read, in feature order."""
         return EDGE_KINDS[self.connectivity]
 
-    def fit(self, runs: Sequence[np.ndarray], y: pd.DataFrame | pd.Series | np.ndarray) -> ConnectivityRidge:
-        """Fit on training runs (``[R, T]`` each) and their targets ``[N]`` or ``[N, T]``."""
+    def fit(self, runs: Sequence[np.ndarray], y: pd.DataFrame | pd.Series | np.ndarray,
+            sites: Sequence[str] | None = None, age: Sequence[float] | None = None) -> ConnectivityRidge:
+        """Fit on training runs (``[R, T]`` each) and their targets ``[N]`` or ``[N, T]``.
+
+        Args:
+            sites: Each run's site label (None: one site).
+            age: Each subject's age, ComBat's covariate (None: the ``age`` target if there is
+                one; without ages nothing is harmonised).
+        """
         targets = as_target_frame(y)
         self.targets_ = [str(c) for c in targets.columns]
         self.whitening_ = np.eye(len(runs[0]))
         if "tangent" in self.kinds:
             self.whitening_ = ConnectivityMeasure(kind="tangent").fit([np.asarray(r).T for r in runs]).whitening_
-        features = torch.from_numpy(self.features(runs))
+        features = self.features(runs)
+        if age is None and "age" in self.targets_:
+            age = targets["age"].to_numpy(np.float64)
+        self.harmoniser_ = None
+        if self.harmonise and age is not None and np.isfinite(np.asarray(age, np.float64)).all():
+            self.harmoniser_ = ComBatHarmoniser().fit(features, _sites(sites, len(runs)), age)
+        features = torch.from_numpy(self._harmonised(features, sites))
         n_edges = len(runs[0]) * (len(runs[0]) - 1) // 2
         blocks = feature_blocks(n_edges, len(self.kinds), features.shape[1])
         anchor = self.targets_.index(self.anchor) if self.anchor in self.targets_ else None
@@ -94,6 +123,32 @@ class ConnectivityRidge:
         """``[N, F]``: each edge set's upper triangle, then the autocorrelations (lag-major)."""
         return np.stack([self._run_features(np.asarray(run, dtype=np.float64)) for run in runs])
 
+    def design(self, runs: Sequence[np.ndarray], sites: Sequence[str] | None = None) -> np.ndarray:
+        """``[N, F]``: the features the linear layer reads, harmonised where ComBat was fit."""
+        return self._harmonised(self.features(runs), sites)
+
+    def _harmonised(self, features: np.ndarray, sites: Sequence[str] | None) -> np.ndarray:
+        """Each row less its site's location; rows of a site ComBat never saw stay as they are."""
+        if self.harmoniser_ is None:
+            return features
+        sites = _sites(sites, len(features))
+        known = np.isin(sites, self.harmoniser_.sites_)
+        if not known.all():
+            log.warning("Sites %s were not in the read-out's training cohort: their site effects stay "
+                        "(adapt to a new site from its controls: apply --controls).", sorted(set(sites[~known])))
+        harmonised = features.copy()
+        if known.any():
+            harmonised[known] = self.harmoniser_.transform(features[known], sites[known])
+        return harmonised
+
+    def adapt_site(self, runs: Sequence[np.ndarray], site: str, age: Sequence[float]) -> ConnectivityRidge:
+        """Learn a new ``site``'s ComBat effects from its controls' runs and ages; the rest stays."""
+        if self.harmoniser_ is None:
+            raise BrainlitConfigError("this read-out was fit without harmonisation (no ages): it cannot adapt "
+                                      "to a new site.")
+        self.harmoniser_.adapt(self.features(runs), site, age)
+        return self
+
     def _run_features(self, run: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(run)[None]  # [1, R, T]
         parts = [fisher_z_edges(x) if kind == "correlation" else tangent_edges(x, torch.from_numpy(self.whitening_))
@@ -101,24 +156,37 @@ class ConnectivityRidge:
         parts += [autocorrelation(x, self.lags)] if self.lags else []
         return torch.cat(parts, dim=1)[0].numpy()
 
-    def predict(self, runs: Sequence[np.ndarray]) -> np.ndarray:
-        """Predictions ``[N, T]`` of runs ``[R, T]`` (any length)."""
-        return self.features(runs) @ self.weight_.T + self.bias_
+    def predict(self, runs: Sequence[np.ndarray], sites: Sequence[str] | None = None) -> np.ndarray:
+        """Predictions ``[N, T]`` of runs ``[R, T]`` (any length) scanned at ``sites`` (None: one site)."""
+        return self.design(runs, sites) @ self.weight_.T + self.bias_
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The fitted read-out as JSON values and arrays (what a model folder stores)."""
+        """The fitted read-out as JSON values and arrays (what a model folder stores); the
+        harmoniser's arrays are prefixed ``harmoniser.``."""
         config = {"connectivity": self.connectivity, "lags": self.lags, "combine": self.combine,
-                  "anchor": self.anchor, "targets": self.targets_,
-                  "alphas": [[float(a) for a in alphas] for alphas in self.alphas_]}
-        return config, {"weight": self.weight_, "bias": self.bias_, "whitening": self.whitening_,
-                        "block_weights": self.block_weights_}
+                  "anchor": self.anchor, "harmonise": self.harmonise, "targets": self.targets_,
+                  "alphas": [[float(a) for a in alphas] for alphas in self.alphas_], "harmoniser": None}
+        arrays = {"weight": self.weight_, "bias": self.bias_, "whitening": self.whitening_,
+                  "block_weights": self.block_weights_}
+        if self.harmoniser_ is not None:
+            config["harmoniser"], harmoniser = self.harmoniser_.to_state()
+            arrays |= {f"harmoniser.{name}": value for name, value in harmoniser.items()}
+        return config, arrays
 
     @classmethod
     def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> ConnectivityRidge:
         """A fitted read-out from :meth:`to_state`'s output."""
-        readout = cls(config["connectivity"], config["lags"], config["combine"], config["anchor"])
+        readout = cls(config["connectivity"], config["lags"], config["combine"], config["anchor"],
+                      config.get("harmonise", False))
         readout.targets_, readout.alphas_ = list(config["targets"]), config["alphas"]
         readout.weight_, readout.bias_ = np.asarray(arrays["weight"], np.float64), np.asarray(arrays["bias"], np.float64)
         readout.whitening_ = np.asarray(arrays["whitening"], np.float64)
         readout.block_weights_ = np.asarray(arrays["block_weights"])
+        harmoniser = {k.removeprefix("harmoniser."): v for k, v in arrays.items() if k.startswith("harmoniser.")}
+        readout.harmoniser_ = ComBatHarmoniser.from_state(config["harmoniser"], harmoniser) if config.get("harmoniser") else None
         return readout
+
+
+def _sites(sites: Sequence[str] | None, n: int) -> np.ndarray:
+    """``[n]`` site labels as text: ``ONE_SITE`` for every run when there are none."""
+    return np.full(n, ONE_SITE, dtype=object) if sites is None else np.asarray([str(s) for s in sites], dtype=object)

@@ -101,6 +101,7 @@ def readout_folds(
     folds: Mapping[int, tuple[Sequence[str], Sequence[str]]],
     readout: ConnectivityRidge,
     latents: pd.DataFrame | None = None,
+    covariates: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """brainlit's read-out fit on each fold's training subjects (every target at once, so that
     ``anchor`` can chain them), and the oracle rows stacked on it.
@@ -111,6 +112,8 @@ def readout_folds(
         folds: ``{fold: (train_ids, test_ids)}``.
         readout: An unfitted :class:`ConnectivityRidge` (cloned per fold).
         latents: True latents of a simulated cohort (see :func:`oracle_inputs`), or None.
+        covariates: ``site`` and ``age`` of each subject where known: the read-out's ComBat
+            harmonisation is fit on the training subjects' (never a test subject's age).
 
     Returns:
         The test predictions (``PREDICTION_COLUMNS``; model ``READOUT`` and the oracles), and the
@@ -121,8 +124,9 @@ def readout_folds(
     test_frames, oof_frames = [], []
     for fold, (train_ids, test_ids) in sorted(folds.items()):
         train, test = _usable(train_ids, y, series, fold), _usable(test_ids, y, series, fold)
-        fitted = copy.deepcopy(readout).fit([series[s] for s in train], y.loc[train])
-        predicted = pd.DataFrame(fitted.predict([series[s] for s in test]), index=test, columns=y.columns)
+        site, age = _covariates(covariates, train + test)
+        fitted = copy.deepcopy(readout).fit([series[s] for s in train], y.loc[train], _part(site, train), _part(age, train))
+        predicted = pd.DataFrame(fitted.predict([series[s] for s in test], _part(site, test)), index=test, columns=y.columns)
         oof = pd.DataFrame(fitted.oof_, index=train, columns=y.columns)
         for target in y.columns:
             rows = {READOUT: predicted[target].to_numpy()}
@@ -134,6 +138,20 @@ def readout_folds(
         log.info("%s fold %d: fit on %d subjects, MAE %s on %d", READOUT, fold, len(train),
                  ", ".join(f"{t} {np.abs(predicted[t] - y.loc[test, t]).mean():.3f}" for t in y.columns), len(test))
     return pd.concat(test_frames, ignore_index=True), pd.concat(oof_frames, ignore_index=True)
+
+
+def _covariates(covariates: pd.DataFrame | None, subjects: list[str]) -> tuple[pd.Series | None, pd.Series | None]:
+    """The ``site`` and ``age`` columns of ``covariates`` for ``subjects`` (None where absent)."""
+    if covariates is None:
+        return None, None
+    table = covariates.reindex(subjects)
+    site = table["site"].fillna("unknown").astype(str) if "site" in table else None
+    age = table["age"] if "age" in table and table["age"].notna().all() else None
+    return site, age
+
+
+def _part(values: pd.Series | None, subjects: list[str]) -> list | None:
+    return None if values is None else values.loc[subjects].tolist()
 
 
 def _rows(model: str, target: str, fold: int, subjects: list[str], y_true: pd.Series, y_pred: np.ndarray) -> pd.DataFrame:

@@ -32,9 +32,11 @@ def classical_predictions(experiment: Experiment, config: Path, repeat: int) -> 
     reader = CacheReader(experiment.cache_path)
     subjects = sorted({s for train, test in folds.values() for s in train + test})
     series = {s: reader.timeseries(s) for s in subjects}
-    y = reader.phenotypes.loc[subjects, targets_of(config)]
+    phenotypes = reader.phenotypes.loc[subjects]
+    y = phenotypes[targets_of(config)]
     baselines = predict_baselines(series, y, folds)
-    readout, oof = readout_folds(series, y, folds, experiment.stack.readout, latents_of(experiment, subjects))
+    covariates = phenotypes[[c for c in ("site", "age") if c in phenotypes]]
+    readout, oof = readout_folds(series, y, folds, experiment.stack.readout, latents_of(experiment, subjects), covariates)
     test = pd.concat([readout, baselines], ignore_index=True)
     write_atomically(oof_path, oof.to_csv(index=False))
     write_atomically(test_path, test.to_csv(index=False))
