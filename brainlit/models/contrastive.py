@@ -1,0 +1,95 @@
+"""Subject-contrastive pretext: two windows of one subject's run are a positive pair.
+
+What stays fixed between two windows of the same run (the subject's connectivity fingerprint,
+and with it the traits it carries) is what the encoder must keep to tell subjects apart; what
+changes from window to window (momentary state, noise) it may drop. The loss is NT-Xent
+(SimCLR, Chen et al. 2020) on a pooled embedding of the encoder's tokens through a small
+projection head; the other subjects of the batch are the negatives. The evidence for this
+pretext and its defaults is in ``docs/research/contrastive_pretext.md``.
+
+Plain PyTorch, no Lightning: :class:`~brainlit.tasks.LMAEPretrainer` wires it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def pool_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """Mean over ROIs and patches: ``[B, R, P, D]`` -> ``[B, D]``."""
+    return tokens.mean(dim=(1, 2))
+
+
+def nt_xent(first: torch.Tensor, second: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent loss of paired embeddings (computed in float32).
+
+    Row ``i`` of ``first`` and row ``i`` of ``second`` are one subject's two views; each of the
+    ``2B`` embeddings must pick its partner out of the other ``2B - 1`` by cosine similarity.
+
+    Args:
+        first: Embeddings of the first views ``[B, K]``, ``B >= 2``.
+        second: Embeddings of the second views ``[B, K]``.
+        temperature: Softmax temperature of the cosine similarities.
+
+    Returns:
+        The mean cross-entropy over the ``2B`` embeddings: ``log(2B - 1)`` when every
+        similarity is equal, near 0 when every partner stands out.
+    """
+    n = first.shape[0]
+    if n < 2 or second.shape != first.shape:
+        raise ValueError(f"need two matching batches of >= 2 embeddings, got {tuple(first.shape)} "
+                         f"and {tuple(second.shape)}: a batch of one subject has no negatives.")
+    unit = F.normalize(torch.cat([first, second]).float(), dim=-1)  # [2B, K]
+    logits = unit @ unit.T / temperature
+    self_pair = torch.eye(2 * n, dtype=torch.bool, device=unit.device)
+    logits = logits.masked_fill(self_pair, float("-inf"))
+    partner = torch.arange(2 * n, device=unit.device).roll(n)  # i <-> i + B
+    return F.cross_entropy(logits, partner)
+
+
+class SubjectContrastiveHead(nn.Module):
+    """Pooled tokens -> projection MLP -> NT-Xent between two views of each subject.
+
+    The head holds no encoder: it scores the tokens ``[B, R, P, D]`` an encoder gave for each
+    view, so the encoder's weights stay where fine-tuning reads them. The head is dropped after
+    pretraining, as in SimCLR: the pooled tokens before it are what transfers.
+
+    Args:
+        d_model: Width of the encoder's tokens.
+        hidden_dim: Hidden width of the projection MLP.
+        proj_dim: Width of the projected embedding the loss compares.
+        temperature: Softmax temperature of NT-Xent.
+    """
+
+    def __init__(self, d_model: int, hidden_dim: int = 128, proj_dim: int = 64, temperature: float = 0.1) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}.")
+        self.temperature = temperature
+        self.projection = nn.Sequential(nn.Linear(d_model, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, proj_dim))
+
+    def project(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Projected embedding ``[B, proj_dim]`` of tokens ``[B, R, P, D]``."""
+        return self.projection(pool_tokens(tokens))
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """NT-Xent between the tokens of two views ``[B, R, P, D]`` each (their P may differ)."""
+        return nt_xent(self.project(first), self.project(second), self.temperature)
+
+
+def reidentification_accuracy(first: torch.Tensor, second: torch.Tensor) -> float:
+    """Top-1 subject re-identification between two views, both directions averaged.
+
+    Each row of ``first`` ``[N, F]`` is matched to the most similar row of ``second`` ``[N, F]``
+    and vice versa (cosine similarity after centring each feature over the ``2N`` rows, so a
+    component all subjects share does not decide). Chance is ``1 / N``. With correlation
+    matrices as features this is connectome fingerprinting (Finn et al. 2015).
+    """
+    rows = torch.cat([first, second]).double()
+    unit = F.normalize(rows - rows.mean(0), dim=-1)
+    similarity = unit[: len(first)] @ unit[len(first) :].T  # [N, N]
+    own = torch.arange(len(first), device=similarity.device)
+    hits = (similarity.argmax(1) == own).double().mean() + (similarity.argmax(0) == own).double().mean()
+    return float(hits / 2)
