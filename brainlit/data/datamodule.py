@@ -31,7 +31,8 @@ class SubjectDataset(Dataset):
     With ``crop_len`` each item is a random window (training); otherwise the first
     ``n_timepoints`` of the run (evaluation). ``repeats`` lists every subject that many times
     (each time with its own random window). ``views: 2`` adds ``"x2"``, a second window of the
-    same run drawn independently of ``"x"`` (the contrastive pretext's positive pair).
+    same run (the contrastive pretext's positive pair), disjoint from ``"x"`` when the run holds
+    two windows.
     """
 
     def __init__(self, reader: CacheReader, subject_ids: list[str], targets: np.ndarray,
@@ -44,23 +45,37 @@ class SubjectDataset(Dataset):
     def __len__(self) -> int:
         return len(self.subject_ids) * self.repeats
 
-    def _window(self, series: np.ndarray) -> torch.Tensor:
-        """A random ``crop_len`` window of ``series`` ``[R, T]``, or its first ``n_timepoints``."""
+    def _window(self, series: np.ndarray, start: int | None = None) -> torch.Tensor:
+        """The ``crop_len`` window of ``series`` ``[R, T]`` at ``start`` (None: a random one), or
+        its first ``n_timepoints`` without cropping."""
         if self.crop_len is not None and series.shape[1] > self.crop_len:
-            start = int(torch.randint(0, series.shape[1] - self.crop_len + 1, ()))
+            if start is None:
+                start = int(torch.randint(0, series.shape[1] - self.crop_len + 1, ()))
             series = series[:, start : start + self.crop_len]
         else:
             series = series[:, : self.n_timepoints]
         return torch.from_numpy(np.ascontiguousarray(series))
 
+    def _pair_starts(self, n_timepoints: int) -> tuple[int | None, int | None]:
+        """Starts of two windows that do not overlap, uniform over such pairs in random order;
+        ``(None, None)`` (independent windows) when the run cannot hold two. Shared time points
+        would let the contrastive pretext match the views without learning the subject."""
+        if self.crop_len is None or n_timepoints < 2 * self.crop_len:
+            return None, None
+        first, second = sorted(torch.randint(0, n_timepoints - 2 * self.crop_len + 1, (2,)).tolist())
+        starts = (first, second + self.crop_len)
+        return starts if bool(torch.rand(()) < 0.5) else starts[::-1]
+
     def __getitem__(self, index: int) -> dict:
         index %= len(self.subject_ids)
         sid = self.subject_ids[index]
         series = self.reader.timeseries(sid)  # [R, T]
-        item = {"x": self._window(series), "y": torch.from_numpy(self.targets[index].copy()), "subject_id": sid}
-        if self.views == 2:
-            item["x2"] = self._window(series)
-        return item
+        if self.views == 1:
+            item = {"x": self._window(series)}
+        else:
+            first, second = self._pair_starts(series.shape[1])
+            item = {"x": self._window(series, first), "x2": self._window(series, second)}
+        return {**item, "y": torch.from_numpy(self.targets[index].copy()), "subject_id": sid}
 
 
 class FMRIDataModule(L.LightningDataModule):
@@ -114,8 +129,8 @@ class FMRIDataModule(L.LightningDataModule):
         scheduler: Dask scheduler address (``tcp://host:8786``) or scheduler file for
             ``backend: dask``; null starts a local cluster of ``n_jobs`` workers.
         views: Windows per training item: 2 adds ``x2``, a second random ``crop_len`` window
-            of the same run (``model.pretext: contrastive`` or ``both`` needs it). Evaluation
-            items stay whole runs.
+            of the same run, disjoint from ``x`` when the run is at least ``2 * crop_len`` long
+            (``model.pretext: contrastive`` or ``both`` needs it). Evaluation items stay whole runs.
     """
 
     def __init__(
