@@ -68,7 +68,8 @@ class SubjectContrastiveHead(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
         self.temperature = temperature
-        self.projection = nn.Sequential(nn.Linear(d_model, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, proj_dim))
+        self.projection = nn.Sequential(nn.Linear(d_model, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.GELU(),
+                                        nn.Linear(hidden_dim, proj_dim))
 
     def project(self, tokens: torch.Tensor) -> torch.Tensor:
         """Projected embedding ``[B, proj_dim]`` of tokens ``[B, R, P, D]``."""
@@ -83,12 +84,13 @@ def reidentification_accuracy(first: torch.Tensor, second: torch.Tensor) -> floa
     """Top-1 subject re-identification between two views, both directions averaged.
 
     Each row of ``first`` ``[N, F]`` is matched to the most similar row of ``second`` ``[N, F]``
-    and vice versa (cosine similarity after centring each feature over the ``2N`` rows, so a
-    component all subjects share does not decide). Chance is ``1 / N``. With correlation
-    matrices as features this is connectome fingerprinting (Finn et al. 2015).
+    and vice versa: cosine similarity after z-scoring each feature over the ``2N`` rows, so
+    neither a component all subjects share nor a feature of large spread decides. Chance is
+    ``1 / N``. With correlation matrices as features this is connectome fingerprinting (Finn et
+    al. 2015).
     """
     rows = torch.cat([first, second]).double()
-    unit = F.normalize(rows - rows.mean(0), dim=-1)
+    unit = F.normalize((rows - rows.mean(0)) / rows.std(0).clamp_min(1e-12), dim=-1)
     similarity = unit[: len(first)] @ unit[len(first) :].T  # [N, N]
     own = torch.arange(len(first), device=similarity.device)
     hits = (similarity.argmax(1) == own).double().mean() + (similarity.argmax(0) == own).double().mean()
