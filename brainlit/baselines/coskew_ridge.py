@@ -3,9 +3,9 @@
 FC is second-order: it sees the ROI series only through their covariance. Third-order
 co-moments of the z-scored series, ``E[z_i^2 z_j]``, are what a Gaussian model of the signal
 sets to zero and what an independent benchmark of brain foundation models found they lose and
-linear models on connectivity keep (arXiv 2606.04010). This estimator gives ridge both, so it
-can do no worse than tangent ridge by much and better where a trait lives in co-skewness. The
-evidence and the measurements are in ``docs/research/higher_order.md``.
+linear models on connectivity keep (arXiv 2606.04010). This estimator gives ridge both blocks.
+Measurements (it helps where a target lives in co-skewness, not on the linear-Gaussian
+simulated cohort) are in ``docs/research/higher_order.md``.
 """
 
 from __future__ import annotations
