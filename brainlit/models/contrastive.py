@@ -4,7 +4,8 @@ What stays fixed between two windows of the same run (the subject's connectivity
 and with it the traits it carries) is what the encoder must keep to tell subjects apart; what
 changes from window to window (momentary state, noise) it may drop. The loss is NT-Xent
 (SimCLR, Chen et al. 2020) on a pooled embedding of the encoder's tokens through a small
-projection head; the other subjects of the batch are the negatives. The evidence for this
+projection head; the other subjects of the batch are the negatives. The pooling is either the
+tokens' own connectivity (second-order, the default) or their mean. The evidence for this
 pretext and its defaults is in ``docs/research/contrastive_pretext.md``.
 
 Plain PyTorch, no Lightning: :class:`~brainlit.tasks.LMAEPretrainer` wires it.
@@ -12,14 +13,36 @@ Plain PyTorch, no Lightning: :class:`~brainlit.tasks.LMAEPretrainer` wires it.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+Pooling = Literal["connectivity", "mean"]
 
 
 def pool_tokens(tokens: torch.Tensor) -> torch.Tensor:
     """Mean over ROIs and patches: ``[B, R, P, D]`` -> ``[B, D]``."""
     return tokens.mean(dim=(1, 2))
+
+
+def token_connectivity(tokens: torch.Tensor) -> torch.Tensor:
+    """The tokens' own connectivity, ``[B, R, P, D]`` -> ``[B, R (R - 1) / 2]`` (float32).
+
+    For each feature, the Pearson correlation over patches between every two ROIs' token
+    series, averaged over the ``D`` features; the upper triangle. Like FC of the BOLD, but of
+    what the encoder makes of it: subjects differ mostly in second-order structure, which a
+    mean over patches cannot show.
+    """
+    centred = tokens.float() - tokens.float().mean(2, keepdim=True)
+    unit = centred / centred.norm(dim=2, keepdim=True).clamp_min(1e-6)  # each ROI's feature series
+    correlation = torch.einsum("brpd,bspd->brs", unit, unit) / tokens.shape[-1]  # [B, R, R]
+    rows, cols = torch.triu_indices(tokens.shape[1], tokens.shape[1], offset=1, device=tokens.device)
+    return correlation[:, rows, cols]
+
+
+POOLS = {"connectivity": token_connectivity, "mean": pool_tokens}
 
 
 def nt_xent(first: torch.Tensor, second: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -54,26 +77,32 @@ class SubjectContrastiveHead(nn.Module):
 
     The head holds no encoder: it scores the tokens ``[B, R, P, D]`` an encoder gave for each
     view, so the encoder's weights stay where fine-tuning reads them. The head is dropped after
-    pretraining, as in SimCLR: the pooled tokens before it are what transfers.
+    pretraining, as in SimCLR. A BatchNorm after the first layer (SimCLR's head has one) removes
+    what every subject of the batch shares; without it the loss stayed at chance.
 
     Args:
         d_model: Width of the encoder's tokens.
+        n_rois: Number of ROIs (the width of ``connectivity`` pooling).
+        pooling: ``connectivity`` (:func:`token_connectivity`) or ``mean`` (:func:`pool_tokens`).
         hidden_dim: Hidden width of the projection MLP.
         proj_dim: Width of the projected embedding the loss compares.
         temperature: Softmax temperature of NT-Xent.
     """
 
-    def __init__(self, d_model: int, hidden_dim: int = 128, proj_dim: int = 64, temperature: float = 0.1) -> None:
+    def __init__(self, d_model: int, n_rois: int, pooling: Pooling = "connectivity", hidden_dim: int = 128,
+                 proj_dim: int = 64, temperature: float = 0.1) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}.")
-        self.temperature = temperature
-        self.projection = nn.Sequential(nn.Linear(d_model, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.GELU(),
+        if temperature <= 0 or pooling not in POOLS:
+            raise ValueError(f"need a positive temperature (got {temperature}) and pooling in {sorted(POOLS)} "
+                             f"(got {pooling!r}).")
+        self.temperature, self.pool = temperature, POOLS[pooling]
+        width = d_model if pooling == "mean" else n_rois * (n_rois - 1) // 2
+        self.projection = nn.Sequential(nn.Linear(width, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.GELU(),
                                         nn.Linear(hidden_dim, proj_dim))
 
     def project(self, tokens: torch.Tensor) -> torch.Tensor:
         """Projected embedding ``[B, proj_dim]`` of tokens ``[B, R, P, D]``."""
-        return self.projection(pool_tokens(tokens))
+        return self.projection(self.pool(tokens))
 
     def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """NT-Xent between the tokens of two views ``[B, R, P, D]`` each (their P may differ)."""

@@ -19,7 +19,7 @@ from torchmetrics import MeanMetric
 
 from brainlit.baselines.fillers import SpatialRidgeFiller, interpolate_fill, zero_fill
 from brainlit.errors import BrainlitConfigError
-from brainlit.models.contrastive import SubjectContrastiveHead
+from brainlit.models.contrastive import Pooling, SubjectContrastiveHead
 from brainlit.models.encoder import PatchEncoder
 from brainlit.models.lmae import LocalMaskedAutoencoder
 from brainlit.tasks.base import BrainTask
@@ -75,8 +75,8 @@ class LMAEPretrainer(BrainTask):
     epoch scores the same hidden patches, and log ``<stage>/mse/{lmae,zero,interp,
     spatial_ridge}`` and ``<stage>/lmae_vs_best_simple`` (below 1: LMAE beats every simple
     filler). The spatial ridge filler is fit on the training crops as they pass. Every pretext
-    also logs ``<stage>/reid/{encoder,fc,chance}``: top-1 re-identification of held-out
-    subjects between the two halves of their runs.
+    also logs ``<stage>/reid/{encoder_mean,encoder_fc,fc,chance}``: top-1 re-identification of
+    held-out subjects between the two halves of their runs (:mod:`brainlit.tasks.reid`).
 
     Args:
         n_rois: Number of ROIs (linked from the datamodule).
@@ -84,6 +84,8 @@ class LMAEPretrainer(BrainTask):
         pretext: ``masked`` (LMAE, the paper's), ``contrastive`` (two windows of a subject are
             positives, the batch's other subjects negatives) or ``both``.
         contrastive_weight: Weight of the contrastive loss beside the masked MSE (``both``).
+        pooling: What the contrastive head reads: the tokens' own connectivity (``connectivity``)
+            or their mean (``mean``).
         temperature: NT-Xent softmax temperature.
         projection_dim: Width of the contrastive projection head's output.
         mask_ratio: Fraction of tokens hidden per subject.
@@ -108,6 +110,7 @@ class LMAEPretrainer(BrainTask):
         encoder: EncoderSpec = EncoderSpec(),
         pretext: Pretext = "masked",
         contrastive_weight: float = 0.1,
+        pooling: Pooling = "connectivity",
         temperature: float = 0.1,
         projection_dim: int = 64,
         mask_ratio: float = 0.5,
@@ -145,7 +148,8 @@ class LMAEPretrainer(BrainTask):
             patch_encoder.mask_embed.requires_grad_(False)
         self.contrastive = None
         if pretext != "masked":
-            self.contrastive = SubjectContrastiveHead(encoder.d_model, proj_dim=projection_dim, temperature=temperature)
+            self.contrastive = SubjectContrastiveHead(encoder.d_model, n_rois, pooling, proj_dim=projection_dim,
+                                                      temperature=temperature)
         self.filler = SpatialRidgeFiller(n_rois, filler_ridge)
         self.val_metrics, self.test_metrics = ReconstructionMetrics(), ReconstructionMetrics()
         self.val_reid, self.test_reid = ReidentificationMetrics(), ReidentificationMetrics()

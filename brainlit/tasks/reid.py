@@ -2,9 +2,11 @@
 
 Each held-out run is cut into two disjoint halves; a subject is re-identified when the
 features of one half are nearest to the features of its own other half among all held-out
-subjects (:func:`~brainlit.models.contrastive.reidentification_accuracy`). The encoder's pooled
-tokens are scored beside the halves' correlation matrices (connectome fingerprinting, Finn et
-al. 2015), the simple thing the encoder has to match, and beside chance (``1 / N``).
+subjects (:func:`~brainlit.models.contrastive.reidentification_accuracy`). Three features are
+scored: the encoder's tokens mean-pooled (``encoder_mean``), the tokens' own connectivity
+(``encoder_fc``), and the halves' BOLD correlation matrices (``fc``: connectome
+fingerprinting, Finn et al. 2015), the simple thing the encoder has to match; and chance
+(``1 / N``).
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from brainlit.models.contrastive import pool_tokens, reidentification_accuracy
+from brainlit.models.contrastive import pool_tokens, reidentification_accuracy, token_connectivity
 from brainlit.models.rwmoe import correlation
 
-FEATURES = ("encoder", "fc")
+FEATURES = ("encoder_mean", "encoder_fc", "fc")
 
 
 def run_halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,7 +34,7 @@ def fc_edges(x: torch.Tensor) -> torch.Tensor:
 
 
 class ReidentificationMetrics(Metric):
-    """Top-1 re-identification accuracy of the encoder and of FC over the epoch's subjects.
+    """Top-1 re-identification accuracy of the encoder's tokens and of FC over the epoch's subjects.
 
     States are concatenated across processes, so under DDP every held-out subject competes
     with every other one.
@@ -50,14 +52,16 @@ class ReidentificationMetrics(Metric):
                tokens: tuple[torch.Tensor, torch.Tensor]) -> None:
         """Add a batch: the two halves ``[B, R, T / 2]`` and the encoder's tokens of each ``[B, R, P, D]``."""
         for half, series, encoded in zip(("first", "second"), halves, tokens, strict=True):
-            getattr(self, f"encoder_{half}").append(pool_tokens(encoded).detach().float())
+            encoded = encoded.detach()
+            getattr(self, f"encoder_mean_{half}").append(pool_tokens(encoded).float())
+            getattr(self, f"encoder_fc_{half}").append(token_connectivity(encoded))
             getattr(self, f"fc_{half}").append(fc_edges(series.detach()))
 
     def compute(self) -> dict[str, float]:
-        """``{reid_encoder, reid_fc, reid_chance}``; empty with fewer than two subjects."""
+        """``{reid_<feature>, reid_chance}``; empty with fewer than two subjects."""
         if self.update_count == 0:
             return {}
-        n = len(dim_zero_cat(self.encoder_first))
+        n = len(dim_zero_cat(self.fc_first))
         if n < 2:
             return {}
         values = {f"reid_{feature}": reidentification_accuracy(dim_zero_cat(getattr(self, f"{feature}_first")),

@@ -10,8 +10,10 @@ from brainlit.models.contrastive import (
     nt_xent,
     pool_tokens,
     reidentification_accuracy,
+    token_connectivity,
 )
 from brainlit.models.encoder import PatchEncoder
+from brainlit.models.rwmoe import correlation
 
 
 def test_nt_xent_is_low_for_identical_views_and_chance_for_shuffled_ones():
@@ -30,10 +32,11 @@ def test_nt_xent_needs_negatives():
         nt_xent(torch.randn(1, 8), torch.randn(1, 8), 0.1)
 
 
-def test_head_gradients_reach_the_encoder_and_the_loss_falls(one_thread):
+@pytest.mark.parametrize("pooling", ["connectivity", "mean"])
+def test_head_gradients_reach_the_encoder_and_the_loss_falls(one_thread, pooling):
     torch.manual_seed(0)
     encoder = PatchEncoder(n_rois=6, patch_len=4, d_model=16, depth=1, n_heads=2)
-    head = SubjectContrastiveHead(d_model=16, hidden_dim=32, proj_dim=8)
+    head = SubjectContrastiveHead(d_model=16, n_rois=6, pooling=pooling, hidden_dim=32, proj_dim=8)
     x = torch.randn(8, 6, 32)
     first, second = x[..., :16], x[..., 16:]  # two windows of each "subject"
     loss = head(encoder(first), encoder(second))
@@ -50,9 +53,19 @@ def test_head_gradients_reach_the_encoder_and_the_loss_falls(one_thread):
     assert step < 0.5 * loss  # the pairs are learnable (the windows are fixed)
 
 
-def test_pooling_averages_rois_and_patches():
+def test_mean_pooling_averages_rois_and_patches():
     tokens = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)
     torch.testing.assert_close(pool_tokens(tokens), tokens.flatten(1, 2).mean(1))
+
+
+def test_token_connectivity_of_one_feature_is_the_correlation_of_its_series():
+    torch.manual_seed(0)
+    series = torch.randn(2, 5, 12)  # [B, R, P]: one feature per token
+    rows, cols = torch.triu_indices(5, 5, offset=1)
+    expected = correlation(series)[:, rows, cols]
+    torch.testing.assert_close(token_connectivity(series[..., None]), expected)
+    two_features = torch.stack([series, 3 * series + 1], dim=-1)  # the same correlations twice
+    torch.testing.assert_close(token_connectivity(two_features), expected)
 
 
 def test_reidentification_is_perfect_for_a_noisy_copy_and_near_chance_for_noise():

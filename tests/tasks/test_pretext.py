@@ -31,7 +31,7 @@ def test_contrastive_pretraining_trains_the_encoder_and_reports_reidentification
     task, before = pretrain(tiny_bids, tmp_path, "contrastive", views=2)
     values = task.diagnostics["val"]
     assert values["reid_chance"] == pytest.approx(1 / 5)  # 5 held-out subjects
-    assert 0.0 <= values["reid_encoder"] <= 1.0
+    assert 0.0 <= values["reid_encoder_mean"] <= 1.0 and 0.0 <= values["reid_encoder_fc"] <= 1.0
     assert values["reid_fc"] > values["reid_chance"]  # two halves of a run share its FC fingerprint
     assert "lmae" not in values  # no decoder: nothing reconstructed
     assert not hasattr(task.model, "decoder_pred")
@@ -40,7 +40,7 @@ def test_contrastive_pretraining_trains_the_encoder_and_reports_reidentification
 
 def test_both_pretexts_together_log_reconstruction_and_reidentification(tiny_bids, tmp_path, one_thread):
     values = pretrain(tiny_bids, tmp_path, "both", views=2)[0].diagnostics["val"]
-    assert {"lmae", "zero", "reid_encoder", "reid_fc"} <= set(values)
+    assert {"lmae", "zero", "reid_encoder_mean", "reid_encoder_fc", "reid_fc"} <= set(values)
     assert values["zero"] == pytest.approx(1.0, abs=0.15)  # z-scored series: zeros score about 1
 
 
