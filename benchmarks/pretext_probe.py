@@ -1,12 +1,13 @@
 """What a pretrained encoder holds about subjects: re-identification and a linear trait probe.
 
 For each pretraining checkpoint (and an untrained encoder of the first one's architecture),
-every cached subject's run is encoded and mean-pooled to one vector. Two readings:
+every cached subject's run is encoded and pooled two ways: the tokens' mean and the tokens'
+own connectivity (:func:`~brainlit.models.contrastive.token_connectivity`). For each pooling:
 
 - re-identification: top-1 between the two halves of each run, among all subjects, beside the
   halves' FC (connectome fingerprinting) and chance;
-- a linear probe: 5-fold ridge from the pooled vector of the whole run to each target (age,
-  fluid intelligence), beside ridge on tangent FC on the same folds. Pretraining saw these
+- a linear probe: 5-fold ridge from the pooled whole run to each target (age, fluid
+  intelligence), beside ridge on tangent FC on the same folds. Pretraining saw these
   subjects' imaging but no label.
 
     python benchmarks/pretext_probe.py data/dev/brainlit_cache.h5 CKPT [CKPT ...] --names masked ...
@@ -28,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from brainlit.baselines import TangentRidge
 from brainlit.data.cache import CacheReader
-from brainlit.models.contrastive import pool_tokens, reidentification_accuracy
+from brainlit.models.contrastive import POOLS, reidentification_accuracy
 from brainlit.models.encoder import PatchEncoder
 from brainlit.tasks.checkpoints import load_encoder
 from brainlit.tasks.reid import fc_edges, run_halves
@@ -48,16 +49,20 @@ def encoder_of(path: Path, n_rois: int, trained: bool) -> PatchEncoder:
 
 
 @torch.no_grad()
-def readings(encoder: PatchEncoder, runs: torch.Tensor, y: dict[str, np.ndarray]) -> dict:
-    """Re-identification between run halves and 5-fold probe MAE per target, for one encoder."""
-    halves = run_halves(runs)
-    row = {"reid": reidentification_accuracy(*(pool_tokens(encoder(h)) for h in halves))}
-    pooled = pool_tokens(encoder(runs)).numpy()
+def readings(encoder: PatchEncoder, runs: torch.Tensor, y: dict[str, np.ndarray]) -> list[dict]:
+    """Per pooling: re-identification between run halves and 5-fold probe MAE per target."""
+    halves = [encoder(h) for h in run_halves(runs)]
+    tokens = encoder(runs)
     folds = KFold(5, shuffle=True, random_state=0)
-    for target, values in y.items():
-        probe = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
-        row[target] = float(np.abs(cross_val_predict(probe, pooled, values, cv=folds) - values).mean())
-    return row
+    rows = []
+    for name, pool in POOLS.items():
+        row = {"pooling": name, "reid": reidentification_accuracy(*(pool(h) for h in halves))}
+        pooled = pool(tokens).numpy()
+        for target, values in y.items():
+            probe = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 15)))
+            row[target] = float(np.abs(cross_val_predict(probe, pooled, values, cv=folds) - values).mean())
+        rows.append(row)
+    return rows
 
 
 def reference(runs: torch.Tensor, y: dict[str, np.ndarray]) -> dict:
@@ -87,14 +92,14 @@ def main() -> None:
     table = reader.phenotypes.reindex(ids)
     y = {t: table[t].to_numpy(float) for t in TARGETS}
     names = args.names or [p.stem for p in args.checkpoints]
-    rows = [{"encoder": "untrained", **readings(encoder_of(args.checkpoints[0], runs.shape[1], False), runs, y)}]
-    rows += [{"encoder": name, **readings(encoder_of(path, runs.shape[1], True), runs, y)}
-             for name, path in zip(names, args.checkpoints, strict=True)]
-    rows += [{"encoder": "FC (fingerprint; tangent ridge)", **reference(runs, y)}]
+    encoders = [("untrained", encoder_of(args.checkpoints[0], runs.shape[1], False))]
+    encoders += [(name, encoder_of(path, runs.shape[1], True)) for name, path in zip(names, args.checkpoints, strict=True)]
+    rows = [{"encoder": name, **row} for name, encoder in encoders for row in readings(encoder, runs, y)]
+    rows += [{"encoder": "BOLD FC (fingerprint; tangent ridge)", **reference(runs, y)}]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"subjects": len(ids), "chance": 1 / len(ids), "rows": rows}, indent=1))
     print(f"{len(ids)} subjects, re-identification chance {1 / len(ids):.3f}")
-    print(markdown_table(rows, [("encoder", "encoder"), ("reid", "re-identification"),
+    print(markdown_table(rows, [("encoder", "encoder"), ("pooling", "pooling"), ("reid", "re-identification"),
                                 *((t, f"{t} MAE (5-fold probe)") for t in TARGETS)]))
 
 
