@@ -23,7 +23,7 @@ PAPER = {
     "fluid_intelligence": {"mae": 2.940, "pearson_r": 0.887},
 }
 PAPER_ROW = "paper (Cam-CAN)"
-CLASSICAL = ("tangent_ridge", "kernel_ridge_fc", "dfc_ridge", CLASSICAL_ENSEMBLE, "mean")
+CLASSICAL = ("tangent_ridge", "kernel_ridge_fc", "coskew_ridge", "dfc_ridge", CLASSICAL_ENSEMBLE, "mean")
 MIN_TEST_FOR_R = 3  # r of two points is +-1 whatever the model does
 STATS = ("mean", "sd", "ci_low", "ci_high")
 SUMMARY_COLUMNS = ["model", "target", "n_folds"] + [

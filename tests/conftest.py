@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from brainlit.data.simulate import simulate_cohort, write_camcan_tree
 
@@ -23,3 +24,12 @@ def tiny_camcan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("camcan")
     write_camcan_tree(root, n_subjects=16, n_rois=16, n_volumes=110, seed=2, corrupt_subjects=1)
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny steps on a shared 2-core machine: a second thread only waits for the first."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,15 +15,6 @@ import bench_models  # noqa: E402
 from measure import PeakMemory  # noqa: E402
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny steps on a shared 2-core machine: a second thread only waits for the first."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_on_a_cpu_only_the_expensive_cases_get_a_smaller_batch():
     args = bench_models.parse_args([])
     assert bench_models.cpu_batch(16, 100, 128, "factorized", args) == 16

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from brainlit.baselines.coskew_ridge import CoskewRidge
 from brainlit.baselines.dfc_ridge import DynamicFCRidge
 from brainlit.baselines.fc_ridge import FCKernelRidge
 from brainlit.baselines.mean import MeanPredictor
@@ -19,9 +20,10 @@ from brainlit.errors import BrainlitDataError
 
 log = logging.getLogger(__name__)
 
-BASELINES: dict[str, Callable[[], FCKernelRidge | MeanPredictor | TangentRidge | DynamicFCRidge]] = {
+BASELINES: dict[str, Callable[[], FCKernelRidge | MeanPredictor | TangentRidge | DynamicFCRidge | CoskewRidge]] = {
     "tangent_ridge": TangentRidge,
     "kernel_ridge_fc": FCKernelRidge,
+    "coskew_ridge": CoskewRidge,
     "dfc_ridge": DynamicFCRidge,
     "mean": MeanPredictor,
 }

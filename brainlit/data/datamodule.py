@@ -30,28 +30,52 @@ class SubjectDataset(Dataset):
 
     With ``crop_len`` each item is a random window (training); otherwise the first
     ``n_timepoints`` of the run (evaluation). ``repeats`` lists every subject that many times
-    (each time with its own random window).
+    (each time with its own random window). ``views: 2`` adds ``"x2"``, a second window of the
+    same run (the contrastive pretext's positive pair), disjoint from ``"x"`` when the run holds
+    two windows.
     """
 
     def __init__(self, reader: CacheReader, subject_ids: list[str], targets: np.ndarray,
-                 n_timepoints: int, crop_len: int | None = None, repeats: int = 1) -> None:
+                 n_timepoints: int, crop_len: int | None = None, repeats: int = 1, views: int = 1) -> None:
+        if views not in (1, 2):
+            raise ValueError(f"data.views must be 1 or 2, got {views}.")
         self.reader, self.subject_ids, self.targets = reader, subject_ids, targets
-        self.n_timepoints, self.crop_len, self.repeats = n_timepoints, crop_len, repeats
+        self.n_timepoints, self.crop_len, self.repeats, self.views = n_timepoints, crop_len, repeats, views
 
     def __len__(self) -> int:
         return len(self.subject_ids) * self.repeats
+
+    def _window(self, series: np.ndarray, start: int | None = None) -> torch.Tensor:
+        """The ``crop_len`` window of ``series`` ``[R, T]`` at ``start`` (None: a random one), or
+        its first ``n_timepoints`` without cropping."""
+        if self.crop_len is not None and series.shape[1] > self.crop_len:
+            if start is None:
+                start = int(torch.randint(0, series.shape[1] - self.crop_len + 1, ()))
+            series = series[:, start : start + self.crop_len]
+        else:
+            series = series[:, : self.n_timepoints]
+        return torch.from_numpy(np.ascontiguousarray(series))
+
+    def _pair_starts(self, n_timepoints: int) -> tuple[int | None, int | None]:
+        """Starts of two windows that do not overlap, uniform over such pairs in random order;
+        ``(None, None)`` (independent windows) when the run cannot hold two. Shared time points
+        would let the contrastive pretext match the views without learning the subject."""
+        if self.crop_len is None or n_timepoints < 2 * self.crop_len:
+            return None, None
+        first, second = sorted(torch.randint(0, n_timepoints - 2 * self.crop_len + 1, (2,)).tolist())
+        starts = (first, second + self.crop_len)
+        return starts if bool(torch.rand(()) < 0.5) else starts[::-1]
 
     def __getitem__(self, index: int) -> dict:
         index %= len(self.subject_ids)
         sid = self.subject_ids[index]
         series = self.reader.timeseries(sid)  # [R, T]
-        if self.crop_len is not None and series.shape[1] > self.crop_len:
-            start = int(torch.randint(0, series.shape[1] - self.crop_len + 1, ()))
-            series = series[:, start : start + self.crop_len]
+        if self.views == 1:
+            item = {"x": self._window(series)}
         else:
-            series = series[:, : self.n_timepoints]
-        return {"x": torch.from_numpy(np.ascontiguousarray(series)),
-                "y": torch.from_numpy(self.targets[index].copy()), "subject_id": sid}
+            first, second = self._pair_starts(series.shape[1])
+            item = {"x": self._window(series, first), "x2": self._window(series, second)}
+        return {**item, "y": torch.from_numpy(self.targets[index].copy()), "subject_id": sid}
 
 
 class FMRIDataModule(L.LightningDataModule):
@@ -104,6 +128,9 @@ class FMRIDataModule(L.LightningDataModule):
             process writes the HDF5 file either way.
         scheduler: Dask scheduler address (``tcp://host:8786``) or scheduler file for
             ``backend: dask``; null starts a local cluster of ``n_jobs`` workers.
+        views: Windows per training item: 2 adds ``x2``, a second random ``crop_len`` window
+            of the same run, disjoint from ``x`` when the run is at least ``2 * crop_len`` long
+            (``model.pretext: contrastive`` or ``both`` needs it). Evaluation items stay whole runs.
     """
 
     def __init__(
@@ -140,6 +167,7 @@ class FMRIDataModule(L.LightningDataModule):
         array_layout: ArrayLayout = "TR",
         backend: Backend = "loky",
         scheduler: str | None = None,
+        views: Literal[1, 2] = 1,
     ) -> None:
         super().__init__()
         if not 0 <= fold < max(n_folds, 1):
@@ -155,7 +183,7 @@ class FMRIDataModule(L.LightningDataModule):
         self.crop_len, self.batch_size, self.num_workers = crop_len, batch_size, num_workers
         self.predict_split, self.crops_per_subject = predict_split, crops_per_subject
         self.split_file = Path(split_file) if split_file else None
-        self.backend, self.scheduler = backend, scheduler
+        self.backend, self.scheduler, self.views = backend, scheduler, views
         self.dropped = pd.DataFrame(columns=["subject_id", "reason"])
         self.reader = CacheReader(self.cache_path)
         self._prepared = False
@@ -328,8 +356,8 @@ class FMRIDataModule(L.LightningDataModule):
         if not ids:
             raise BrainlitDataError("this split is empty: with data.n_folds 1 there is no test set.")
         targets = self._y.loc[ids].to_numpy(np.float32) if self.targets else np.zeros((len(ids), 0), np.float32)
-        crop, repeats = (self.crop_len, self.crops_per_subject) if train else (None, 1)
-        dataset = SubjectDataset(self.reader, ids, targets, n_timepoints or self.n_timepoints, crop, repeats)
+        crop, repeats, views = (self.crop_len, self.crops_per_subject, self.views) if train else (None, 1, 1)
+        dataset = SubjectDataset(self.reader, ids, targets, n_timepoints or self.n_timepoints, crop, repeats, views)
         # Under DDP each rank sees ceil(n / world_size) samples (the sampler pads): dropping the
         # last partial batch is safe only while every rank still keeps a full one.
         world_size = self.trainer.world_size if self.trainer is not None else 1

@@ -1,5 +1,6 @@
-"""Plain PyTorch modules: LMAE pretraining, random-walk MoE, Mamba predictor (no Lightning)."""
+"""Plain PyTorch modules: LMAE and contrastive pretraining, random-walk MoE, Mamba predictor (no Lightning)."""
 
+from brainlit.models.contrastive import SubjectContrastiveHead, nt_xent, reidentification_accuracy
 from brainlit.models.encoder import PatchEncoder
 from brainlit.models.lmae import LocalMaskedAutoencoder
 from brainlit.models.predictor import BrainRegressor
@@ -12,8 +13,11 @@ __all__ = [
     "MambaBlock",
     "PatchEncoder",
     "RandomWalkMoE",
+    "SubjectContrastiveHead",
     "fc_transition_matrix",
+    "nt_xent",
     "random_walk",
+    "reidentification_accuracy",
     "selective_scan",
     "selective_scan_ref",
 ]

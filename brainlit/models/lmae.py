@@ -169,14 +169,15 @@ class LocalMaskedAutoencoder(nn.Module):
 
         Returns:
             ``loss`` (scalar), ``pred`` ``[B, R, P, patch_len]``, ``target`` (the patches of
-            ``x``) and ``mask`` ``[B, R, P]``.
+            ``x``), ``mask`` ``[B, R, P]`` and ``latent``, the encoded tokens ``[B, R, P, D]``.
         """
         target = self.encoder.patchify(x)  # [B, R, P, patch_len]
         if mask is None:
             mask = self.make_mask(*target.shape[:3], device=x.device)
-        pred = self.decode(self.encoder(x, mask))
+        latent = self.encoder(x, mask)
+        pred = self.decode(latent)
         loss = self.masked_mse(pred, target, mask)
-        return {"loss": loss, "pred": pred, "target": target, "mask": mask}
+        return {"loss": loss, "pred": pred, "target": target, "mask": mask, "latent": latent}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """All token embeddings ``[B, R, P, D]`` of ``x: [B, R, T]``, without masking."""
