@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 class SubjectDataset(Dataset):
     """Items ``{"x": [R, L], "y": [n_targets], "subject_id"}`` read lazily from the cache.
 
-    With ``crop_len`` each item is a random window (training); otherwise the first
+    With ``crop_len`` each item is a random window (training), read from the HDF5 file alone
+    (:meth:`~brainlit.data.cache.CacheReader.window`): nothing holds a corpus in memory, and under
+    DDP each rank's sampler hands it a shard of the subjects. Otherwise the first
     ``n_timepoints`` of the run (evaluation). ``repeats`` lists every subject that many times
     (each time with its own random window). ``views: 2`` adds ``"x2"``, a second window of the
     same run (the contrastive pretext's positive pair), disjoint from ``"x"`` when the run holds
@@ -45,15 +47,15 @@ class SubjectDataset(Dataset):
     def __len__(self) -> int:
         return len(self.subject_ids) * self.repeats
 
-    def _window(self, series: np.ndarray, start: int | None = None) -> torch.Tensor:
-        """The ``crop_len`` window of ``series`` ``[R, T]`` at ``start`` (None: a random one), or
-        its first ``n_timepoints`` without cropping."""
-        if self.crop_len is not None and series.shape[1] > self.crop_len:
+    def _window(self, sid: str, n_timepoints: int, start: int | None = None) -> torch.Tensor:
+        """The ``crop_len`` window of a run of ``n_timepoints`` at ``start`` (None: a random
+        one), or its first ``self.n_timepoints`` without cropping."""
+        if self.crop_len is not None and n_timepoints > self.crop_len:
             if start is None:
-                start = int(torch.randint(0, series.shape[1] - self.crop_len + 1, ()))
-            series = series[:, start : start + self.crop_len]
+                start = int(torch.randint(0, n_timepoints - self.crop_len + 1, ()))
+            series = self.reader.window(sid, start, self.crop_len)
         else:
-            series = series[:, : self.n_timepoints]
+            series = self.reader.window(sid, 0, self.n_timepoints)
         return torch.from_numpy(np.ascontiguousarray(series))
 
     def _pair_starts(self, n_timepoints: int) -> tuple[int | None, int | None]:
@@ -69,12 +71,12 @@ class SubjectDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         index %= len(self.subject_ids)
         sid = self.subject_ids[index]
-        series = self.reader.timeseries(sid)  # [R, T]
+        n_timepoints = self.reader.n_timepoints(sid)
         if self.views == 1:
-            item = {"x": self._window(series)}
+            item = {"x": self._window(sid, n_timepoints)}
         else:
-            first, second = self._pair_starts(series.shape[1])
-            item = {"x": self._window(series, first), "x2": self._window(series, second)}
+            first, second = self._pair_starts(n_timepoints)
+            item = {"x": self._window(sid, n_timepoints, first), "x2": self._window(sid, n_timepoints, second)}
         return {**item, "y": torch.from_numpy(self.targets[index].copy()), "subject_id": sid}
 
 
