@@ -6,7 +6,7 @@ __all__ = ["__version__", "load_model"]
 
 
 def load_model(path: str):  # noqa: ANN201 - imported late so `import brainlit` stays light
-    """Load a model folder (see :func:`brainlit.apply.load_model`)."""
-    from brainlit.apply import load_model as load
+    """Load a model folder (see :func:`brainlit.brain_age.load_model`)."""
+    from brainlit.brain_age import load_model as load
 
     return load(path)

@@ -6,9 +6,10 @@ Layout::
                                    readout.<name> for the closed-form read-out
     <folder>/brainlit_model.json   the card
 
-The card says what the model holds (``model``: the read-out's configuration, each network's
-task hyperparameters and target normalisation, and the combination's weights with the evidence
-behind them) and everything needed to apply it to a new cohort: the data card (atlas name,
+The card says what the model holds (``model``: the read-out's configuration and its site
+harmonisation, each network's task hyperparameters and target normalisation, the combination's
+weights with the evidence behind them, the conformal calibration of each target's intervals and
+the out-of-distribution reference) and everything needed to apply it to a new cohort: the data card (atlas name,
 checksum and ROI labels, ROI count, TR, window length, cleaning options), the brain-age bias
 correction, the training cohort's size and age range, the pretraining corpus, the
 cross-validation results and the brainlit version.
@@ -37,6 +38,8 @@ from safetensors.torch import save_file
 
 from brainlit.baselines.readout import ConnectivityRidge
 from brainlit.errors import BrainlitCheckpointError, BrainlitOutputError
+from brainlit.sites.conformal import ConformalIntervals
+from brainlit.sites.ood import OutOfDistribution
 from brainlit.stack import NetworkShare
 from brainlit.tasks.checkpoints import export_encoder, read_checkpoint, task_name
 from brainlit.tasks.predictions import fit_gap_correction
@@ -55,18 +58,33 @@ class ModelParts:
     """What a model folder holds, in memory.
 
     Attributes:
-        networks: Each network's ``{"hparams", "state_dict", "source"}``.
+        networks: The networks: to write, each one's ``{"hparams", "state_dict", "source"}``;
+            as loaded (:func:`load_parts`), the tasks in eval mode.
         data: The data card the networks were trained with (atlas, TR, ROIs, targets, cohort).
         readout: The fitted closed-form read-out, or None (a folder of networks alone).
         combination: The fitted combination, or None (the networks' mean is the prediction).
+        intervals: Conformal calibration per target, fit on out-of-fold predictions.
+        ood: The out-of-distribution reference: the training cohort's read-out features.
         card: Further card entries: ``bias_correction``, ``cv_results``, ``pretraining`` ...
     """
 
-    networks: list[dict]
+    networks: list
     data: dict
     readout: ConnectivityRidge | None = None
     combination: NetworkShare | None = None
+    intervals: dict[str, ConformalIntervals] = field(default_factory=dict)
+    ood: OutOfDistribution | None = None
     card: dict[str, Any] = field(default_factory=dict)
+
+
+def _states(parts: ModelParts) -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
+    """``{tensor prefix: (json values, arrays)}`` of every fitted closed-form part."""
+    states = {f"intervals.{target}": calibration.to_state() for target, calibration in parts.intervals.items()}
+    if parts.readout is not None:
+        states["readout"] = parts.readout.to_state()
+    if parts.ood is not None:
+        states["ood"] = parts.ood.to_state()
+    return states
 
 
 def networks_of(checkpoints: list[str | Path]) -> tuple[list[dict], dict]:
@@ -134,8 +152,8 @@ def bias_from_predictions(path: str | Path) -> dict | None:
 def _tensors(parts: ModelParts) -> dict[str, torch.Tensor]:
     tensors = {f"network{i}.{key}": value.detach().contiguous().clone()
                for i, network in enumerate(parts.networks) for key, value in network["state_dict"].items()}
-    if parts.readout is not None:
-        tensors |= {f"readout.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in parts.readout.to_state()[1].items()}
+    for prefix, (_, arrays) in _states(parts).items():
+        tensors |= {f"{prefix}.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
     return tensors
 
 
@@ -143,8 +161,10 @@ def _card(parts: ModelParts) -> dict[str, Any]:
     networks = [{"hparams": n["hparams"], "source": n["source"],
                  "target_mean": n["state_dict"]["target_mean"].tolist(),
                  "target_std": n["state_dict"]["target_std"].tolist()} for n in parts.networks]
-    model = {"readout": None if parts.readout is None else parts.readout.to_state()[0], "networks": networks,
-             "combination": None if parts.combination is None else parts.combination.to_state()}
+    states = {prefix: values for prefix, (values, _) in _states(parts).items()}
+    model = {"readout": states.get("readout"), "networks": networks,
+             "combination": None if parts.combination is None else parts.combination.to_state(),
+             "intervals": {t: states[f"intervals.{t}"] for t in parts.intervals}, "ood": states.get("ood")}
     return {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "brainlit_version": __version__,
             "targets": parts.data["targets"], "model": model, "data": parts.data,
             "training_cohort": parts.data["training_cohort"], "bias_correction": None, "cv_results": None,
@@ -181,8 +201,8 @@ def export_model(checkpoints: list[str | Path], out: str | Path, bias_from: str 
 
 
 def read_model_folder(path: str | Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
-    """The card and its tensors grouped by part (``network0``, ..., ``readout``), read without
-    unpickling anything."""
+    """The card and its tensors grouped by part (``network0``, ..., ``readout``, ``ood``,
+    ``intervals.<target>``), read without unpickling anything."""
     path = Path(path)
     if not (path / CARD).is_file():
         inside = sorted(p.parent.name for p in path.glob(f"*/{CARD}"))
@@ -199,9 +219,10 @@ def read_model_folder(path: str | Path) -> tuple[dict, dict[str, dict[str, torch
     except (SafetensorError, OSError) as error:
         raise BrainlitCheckpointError(f"cannot read {path / WEIGHTS}: {error}") from None
     parts: dict[str, dict[str, torch.Tensor]] = {}
+    prefixes = [f"intervals.{target}" for target in card["model"].get("intervals") or {}]
     for key, value in tensors.items():
-        part, _, name = key.partition(".")
-        parts.setdefault(part, {})[name] = value
+        part = next((p for p in prefixes if key.startswith(p + ".")), key.partition(".")[0])
+        parts.setdefault(part, {})[key[len(part) + 1:]] = value
     return card, parts
 
 
@@ -214,15 +235,19 @@ def build_task(hparams: dict, state_dict: dict[str, torch.Tensor]) -> torch.nn.M
     return task.eval()
 
 
-def load_parts(card: dict, tensors: dict[str, dict[str, torch.Tensor]]) -> tuple[list, ConnectivityRidge | None, NetworkShare | None]:
-    """The networks (tasks in eval mode), the read-out and the combination of a read folder."""
-    networks = [build_task(n["hparams"], tensors[f"network{i}"]) for i, n in enumerate(card["model"]["networks"])]
+def load_parts(card: dict, tensors: dict[str, dict[str, torch.Tensor]]) -> ModelParts:
+    """Every part of a read folder: the networks as tasks in eval mode, the closed-form parts fitted."""
     model = card["model"]
-    readout = None
-    if model["readout"] is not None:
-        readout = ConnectivityRidge.from_state(model["readout"], {k: v.numpy() for k, v in tensors["readout"].items()})
+    networks = [build_task(n["hparams"], tensors[f"network{i}"]) for i, n in enumerate(model["networks"])]
+
+    def arrays(prefix: str) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in tensors.get(prefix, {}).items()}
+
+    readout = None if model["readout"] is None else ConnectivityRidge.from_state(model["readout"], arrays("readout"))
     combination = None if model["combination"] is None else NetworkShare.from_state(model["combination"])
-    return networks, readout, combination
+    intervals = {t: ConformalIntervals.from_state(v, arrays(f"intervals.{t}")) for t, v in (model.get("intervals") or {}).items()}
+    ood = None if model.get("ood") is None else OutOfDistribution.from_state(model["ood"], arrays("ood"))
+    return ModelParts(networks, card["data"], readout, combination, intervals, ood)
 
 
 def export_command(argv: list[str]) -> None:

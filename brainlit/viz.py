@@ -162,3 +162,34 @@ def plot_reconstruction(
     axes[0].legend(loc="upper right", ncol=4, fontsize="small", frameon=False)
     axes[-1].set_xlabel("time point")
     return figure
+
+
+def plot_brain_age(frame) -> Figure:  # noqa: ANN001 - apply's table
+    """Predicted against true age with each subject's interval; flagged subjects in red, the
+    controls a new site was adapted from hollow. Without known ages, predictions in order.
+
+    Args:
+        frame: ``apply``'s table: ``age_pred``, and where present ``age_true``,
+            ``age_lower``/``age_upper``, ``ood_flag``, ``used_for_adaptation``.
+    """
+    ax = _new_figure((5.5, 5)).add_subplot()
+    rows = frame[np.isfinite(frame["age_pred"].to_numpy(float))]
+    known = "age_true" in rows and rows["age_true"].notna().any()
+    x = rows["age_true"].to_numpy(float) if known else np.argsort(np.argsort(rows["age_pred"].to_numpy(float)))
+    flagged = rows["ood_flag"].fillna(False).to_numpy(bool) if "ood_flag" in rows else np.zeros(len(rows), bool)
+    controls = rows["used_for_adaptation"].fillna(False).to_numpy(bool) if "used_for_adaptation" in rows else flagged * 0
+    if "age_lower" in rows:
+        spread = np.vstack([rows["age_pred"] - rows["age_lower"], rows["age_upper"] - rows["age_pred"]])
+        ax.errorbar(x, rows["age_pred"], yerr=spread, fmt="none", ecolor="0.75", elinewidth=0.8, zorder=1)
+    for mask, style in ((~flagged & ~controls, {"c": "C0", "label": "predicted"}),
+                        (controls, {"facecolors": "none", "edgecolors": "C2", "label": "controls (adaptation)"}),
+                        (flagged, {"c": "C3", "marker": "x", "label": "flagged (out of distribution)"})):
+        if mask.any():
+            ax.scatter(x[mask], rows["age_pred"].to_numpy(float)[mask], s=16, zorder=2, **style)
+    if known:
+        low, high = np.nanmin(x), np.nanmax(x)
+        ax.plot([low, high], [low, high], "k--", linewidth=1)
+    ax.set(xlabel="true age" if known else "subjects, by predicted age", ylabel="predicted age",
+           title="Brain age with its intervals")
+    ax.legend(fontsize=8, loc="upper left")
+    return ax.figure

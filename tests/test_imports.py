@@ -14,7 +14,8 @@ LAYERS = [
     ("brainlit.data",),
     ("brainlit.models", "brainlit.baselines", "brainlit.sites", "brainlit.stack", "brainlit.viz", "brainlit.ensembles"),
     ("brainlit.tasks",),
-    ("brainlit.cli", "brainlit.config_check", "brainlit.model_folder", "brainlit.apply", "brainlit.report",
+    ("brainlit.cli", "brainlit.config_check", "brainlit.model_folder", "brainlit.brain_age", "brainlit.new_site",
+     "brainlit.apply", "brainlit.report",
      "brainlit.experiment", "brainlit.__main__", "brainlit"),
 ]
 

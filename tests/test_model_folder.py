@@ -10,7 +10,7 @@ import torch
 
 import brainlit
 from brainlit.__main__ import main
-from brainlit.apply import BrainAgeModel
+from brainlit.brain_age import BrainAgeModel
 from brainlit.baselines import ConnectivityRidge
 from brainlit.data.cache import CacheReader
 from brainlit.errors import BrainlitDataError
@@ -66,7 +66,7 @@ def test_export_and_load_round_trip_without_pickle(fitted, tmp_path, monkeypatch
         model = brainlit.load_model(tmp_path / "model")
     ids, runs = cohort_runs(tmp / "cache.h5")
     loaded = model.predict(runs, ids)
-    in_memory = BrainAgeModel(card, [cli.model.eval()]).predict(runs, ids)
+    in_memory = BrainAgeModel(card, ModelParts([cli.model.eval()], card["data"])).predict(runs, ids)
     for column in ("age_pred", "fluid_intelligence_pred"):
         np.testing.assert_allclose(loaded[column], in_memory[column], atol=1e-5, rtol=0)
     assert loaded[["age_pred", "fluid_intelligence_pred"]].std().gt(0).all()
@@ -88,7 +88,7 @@ def test_a_folder_of_readout_network_and_combination_predicts_their_combination(
         no_pickle(patched)
         model = brainlit.load_model(tmp_path / "model")
     predicted = model.predict(runs, ids)
-    network = BrainAgeModel(card, [cli.model.eval()]).predict(runs, ids)
+    network = BrainAgeModel(card, ModelParts([cli.model.eval()], card["data"])).predict(runs, ids)
     closed_form = readout.predict([r.T for r in runs])
     expected_age = closed_form[:, 0] + 0.25 * (network["age_pred"] - closed_form[:, 0])
     np.testing.assert_allclose(predicted["age_pred"], expected_age, atol=1e-4)
@@ -132,7 +132,9 @@ def test_apply_predicts_a_cohort_without_ages_with_the_stored_correction(fitted,
     assert aged["outside_training_ages"].eq(outside).all() and 0 < outside.sum() < 20  # test-fold extremes
     printed = capsys.readouterr().out
     mae = (aged["age_pred"] - aged["age_true"]).abs().mean()
-    assert f"20 with a known age: age MAE {mae:.2f} years" in printed
+    *_, line = [line.split() for line in printed.splitlines() if line.strip().startswith("all")]
+    assert line == ["all", "20", "0", f"{mae:.2f}", "n/a", "0"]  # site, subjects, controls, MAE, coverage, flagged
+    assert (tmp_path / "aged.png").stat().st_size > 10_000 and f"Figure: {tmp_path / 'aged.png'}" in printed
 
 
 def test_apply_refuses_another_atlas_naming_both(fitted, tiny_bids, tmp_path, capsys):

@@ -158,7 +158,11 @@ class ConnectivityRidge:
 
     def predict(self, runs: Sequence[np.ndarray], sites: Sequence[str] | None = None) -> np.ndarray:
         """Predictions ``[N, T]`` of runs ``[R, T]`` (any length) scanned at ``sites`` (None: one site)."""
-        return self.design(runs, sites) @ self.weight_.T + self.bias_
+        return self.from_design(self.design(runs, sites))
+
+    def from_design(self, design: np.ndarray) -> np.ndarray:
+        """Predictions ``[N, T]`` from :meth:`design`'s features."""
+        return design @ self.weight_.T + self.bias_
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The fitted read-out as JSON values and arrays (what a model folder stores); the

@@ -1,9 +1,11 @@
 """Step: the final model of each fine-tuning config, as a model folder for ``apply``.
 
-Nothing is trained again. The read-out is refit in closed form on every labelled subject; the
-networks are the cross-fitted networks of the first repeat's folds (together they saw every
-labelled subject); the combination and the brain-age bias correction are fit on the
-experiment's out-of-fold predictions of every labelled subject, averaged over repeats.
+Nothing is trained again. The read-out (and its site harmonisation) is refit in closed form on
+every labelled subject; the networks are the cross-fitted networks of the first repeat's folds
+(together they saw every labelled subject); the combination, the brain-age bias correction and
+the conformal calibration of the intervals are fit on the experiment's out-of-fold predictions
+of every labelled subject, averaged over repeats; the out-of-distribution reference is the
+read-out's features of every labelled subject.
 """
 
 from __future__ import annotations
@@ -12,15 +14,20 @@ import copy
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from brainlit.baselines.run import READOUT
 from brainlit.data.cache import CacheReader
+from brainlit.data.sources import SITE
+from brainlit.errors import BrainlitDataError
 from brainlit.experiment.context import Experiment, targets_of
 from brainlit.experiment.folds import outer_split
 from brainlit.experiment.network import network_checkpoints
 from brainlit.experiment.pretrain import corpus_card
 from brainlit.model_folder import ModelParts, bias_correction, networks_of, write_model_folder
+from brainlit.sites.conformal import ConformalIntervals
+from brainlit.sites.ood import OutOfDistribution
 from brainlit.stack import NETWORK
 
 log = logging.getLogger(__name__)
@@ -39,9 +46,13 @@ def final_parts(experiment: Experiment, config: Path, results: pd.DataFrame, pre
     targets, suffix = targets_of(config), experiment.config_suffix(config)
     subjects = outer_split(experiment, config, 0, 0)["subject_id"].tolist()
     reader = CacheReader(experiment.cache_path)
-    y = reader.phenotypes.loc[subjects, targets]
-    readout = copy.deepcopy(experiment.stack.readout).fit([reader.timeseries(s) for s in subjects], y)
+    phenotypes = reader.phenotypes.loc[subjects]
+    y, sites = phenotypes[targets], phenotypes[SITE].fillna("unknown").tolist() if SITE in phenotypes else None
+    runs = [reader.timeseries(s) for s in subjects]
+    ages = phenotypes["age"] if "age" in phenotypes and phenotypes["age"].notna().all() else None
+    readout = copy.deepcopy(experiment.stack.readout).fit(runs, y, sites, ages)
     networks, data = networks_of(network_checkpoints(experiment, config))
+    ood = ood_reference(readout.design(runs, sites), int(data["window"]))
     oof = out_of_fold(predictions, targets, {READOUT: "readout", NETWORK + suffix: "network", "brainlit" + suffix: "brainlit"})
     combination = copy.deepcopy(experiment.stack.combination).fit(
         oof["readout"].to_numpy(), oof["network"].to_numpy(), oof["truth"].to_numpy(), targets)
@@ -56,7 +67,31 @@ def final_parts(experiment: Experiment, config: Path, results: pd.DataFrame, pre
         correction = bias_correction(oof["truth"]["age"], oof["brainlit"]["age"], fit_on)
     card = {"bias_correction": correction, "cv_results": cv_summary(results, targets),
             "pretraining": corpus_card(experiment)}
-    return ModelParts(networks, data, readout, combination, card)
+    intervals = interval_calibration(oof["truth"], oof["brainlit"])
+    return ModelParts(networks, data, readout, combination, intervals, ood, card)
+
+
+def ood_reference(features: np.ndarray, window: int) -> OutOfDistribution | None:
+    """The out-of-distribution reference of the training cohort's read-out features (None, with
+    a warning, for a cohort too small to calibrate it)."""
+    try:
+        return OutOfDistribution(min_volumes=window).fit(features)
+    except BrainlitDataError as error:
+        log.warning("No out-of-distribution reference: %s", error)
+        return None
+
+
+def interval_calibration(truth: pd.DataFrame, predicted: pd.DataFrame, per_bin: int = 30) -> dict[str, ConformalIntervals]:
+    """Each target's conformal intervals, calibrated on brainlit's out-of-fold predictions: up to
+    three bins of at least ``per_bin`` subjects (none below ``per_bin`` subjects, with a warning)."""
+    intervals = {}
+    for target in truth.columns:
+        n_bins = min(3, len(truth) // per_bin)
+        if n_bins == 0:
+            log.warning("No intervals for %s: %d out-of-fold predictions, fewer than %d.", target, len(truth), per_bin)
+            continue
+        intervals[target] = ConformalIntervals(n_bins=n_bins, min_per_bin=per_bin).fit(truth[target], predicted[target])
+    return intervals
 
 
 def out_of_fold(predictions: pd.DataFrame, targets: list[str], models: dict[str, str]) -> dict[str, pd.DataFrame]:

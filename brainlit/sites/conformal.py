@@ -78,6 +78,7 @@ class ConformalIntervals:
                 "use fewer n_bins or calibrate on more out-of-fold predictions.")
         scores = np.abs(y_true - centres)
         self.scores_ = [np.sort(scores[bins == b]) for b in range(self.n_bins)]
+        self.range_ = (float(y_true.min()), float(y_true.max()))
         return self
 
     def centre_of(self, y_pred: ArrayLike) -> np.ndarray:
@@ -85,7 +86,9 @@ class ConformalIntervals:
         return (np.asarray(y_pred, dtype=np.float64) - self.intercept_) / self.slope_
 
     def interval(self, y_pred: ArrayLike, level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(lower [N], upper [N])`` around :meth:`centre_of` ``y_pred`` at ``level`` (default: the fit's).
+        """``(lower [N], upper [N])`` around :meth:`centre_of` ``y_pred`` at ``level`` (default: the fit's),
+        kept within the calibration cohort's range of the target: no interval claims ages the
+        model never saw (a subject outside that range is flagged by ``apply`` instead).
 
         A bin with too few scores for ``level`` gives an infinite half-width, with a warning.
         """
@@ -94,7 +97,8 @@ class ConformalIntervals:
         centre = self.centre_of(y_pred)
         widths = np.array([_conformal_quantile(s, level, b) for b, s in enumerate(self.scores_)])
         half = widths[self._bins(centre)]
-        return centre - half, centre + half
+        low, high = self.range_
+        return np.clip(centre - half, low, high), np.clip(centre + half, low, high)
 
     def _bins(self, centre: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.edges_, centre, side="right")
@@ -114,7 +118,8 @@ class ConformalIntervals:
         """JSON values and arrays (``edges``, ``scores`` of all bins in bin order, ``counts``)."""
         json_values = {**header("ConformalIntervals"), "level": self.level, "n_bins": self.n_bins,
                        "centre": self.centre, "min_per_bin": self.min_per_bin, "folds": self.folds,
-                       "seed": self.seed, "slope": self.slope_, "intercept": self.intercept_}
+                       "seed": self.seed, "slope": self.slope_, "intercept": self.intercept_,
+                       "range": list(self.range_)}
         arrays = {"edges": self.edges_, "scores": np.concatenate(self.scores_),
                   "counts": np.array([len(s) for s in self.scores_], dtype=np.int64)}
         return json_values, arrays
@@ -126,6 +131,7 @@ class ConformalIntervals:
         keys = ("level", "n_bins", "centre", "min_per_bin", "folds", "seed")
         intervals = cls(**{key: json_values[key] for key in keys})
         intervals.slope_, intervals.intercept_ = float(json_values["slope"]), float(json_values["intercept"])
+        intervals.range_ = tuple(float(v) for v in json_values["range"])
         intervals.edges_ = stored["edges"]
         starts = np.cumsum(stored["counts"].astype(int))[:-1]
         intervals.scores_ = np.split(stored["scores"], starts)
