@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from cohorts import ids_of, simulate, subset
 
 from brainlit.baselines.oracle import ORACLES
 from brainlit.baselines.run import READOUT
-from brainlit.data.simulate.cohort import LATENTS
 from brainlit.experiment import Experiment, run
 from brainlit.metrics import corrected_paired_interval
 from brainlit.report import CLASSICAL
@@ -39,28 +39,6 @@ from brainlit.stack import NETWORK
 
 log = logging.getLogger("label_efficiency")
 PAIRED = ("brainlit", READOUT, NETWORK)  # the rows a corpus changes (the read-out does not)
-
-
-def simulate(out: Path, n_subjects: int, seed: int, mechanism: str, volumes: int) -> Path:
-    """A simulated arrays cohort (reused when it is already there)."""
-    command = [sys.executable, "-m", "brainlit", "simulate", str(out), "--layout", "arrays", "--n-subjects",
-               str(n_subjects), "--seed", str(seed), "--dynamics", mechanism, "--n-volumes", str(volumes)]
-    subprocess.run(command, check=True)
-    return out
-
-
-def subset(pool: Path, out: Path, subjects: list[str]) -> Path:
-    """A cohort folder of ``subjects`` of ``pool``: links to their arrays, their rows of the tables."""
-    (out / "simulation").mkdir(parents=True, exist_ok=True)
-    for sid in subjects:
-        for file in pool.glob(f"{sid}.*"):
-            link = out / file.name
-            if not link.exists():
-                link.symlink_to(file.resolve())
-    for table in ("participants.tsv", LATENTS):
-        frame = pd.read_csv(pool / table, sep="\t")
-        frame[frame["participant_id"].isin(subjects)].to_csv(out / table, sep="\t", index=False)
-    return out
 
 
 def pretrain_corpus(args: argparse.Namespace, corpus: Path, folder: Path, pretext: str) -> Path:
@@ -110,11 +88,6 @@ def mechanism_rows(args: argparse.Namespace, mechanism: str) -> pd.DataFrame:
                 scores = cohort_results(args, cohort, encoder, root / f"n{n}_r{repeat}" / f"corpus{size}")
                 frames.append(scores.assign(mechanism=mechanism, labelled=n, repeat=repeat, corpus=size))
     return pd.concat(frames, ignore_index=True)
-
-
-def ids_of(cohort: Path) -> list[str]:
-    """The subjects of a simulated cohort, in order."""
-    return pd.read_csv(cohort / "participants.tsv", sep="\t")["participant_id"].tolist()
 
 
 def paired(rows: pd.DataFrame, model: str, corpus: int, reference: str, reference_corpus: int, folds: int) -> tuple:

@@ -10,7 +10,6 @@ strategy) are found here, once, before any subject is processed.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +62,7 @@ class SubjectRecord:
     bold_path: Path | None = None
     confounds_path: Path | None = None
     timeseries_path: Path | None = None
-    phenotypes: dict[str, float] = field(default_factory=dict)
+    phenotypes: dict[str, float | str] = field(default_factory=dict)
     sidecar_path: Path | None = None
     cohort_n_rois: int | None = None
 
@@ -114,7 +113,7 @@ def tidy_phenotypes(table: pd.DataFrame, path: Path) -> pd.DataFrame:
         )
     ids = table[id_column].map(subject_id)
     values = {c: _site(table[c]) if c == SITE else _numeric(table[c], c) for c in table.columns if c not in ID_COLUMNS}
-    frame = pd.DataFrame(values).set_index(pd.Index(ids, name="subject_id"))
+    frame = pd.DataFrame({c: v.to_numpy() for c, v in values.items()}, index=pd.Index(ids, name="subject_id"))
     return frame.loc[:, frame.notna().any()]
 
 
@@ -277,9 +276,10 @@ def discover_subjects(
     return records
 
 
-def _values(phenotypes: pd.DataFrame, sid: str) -> dict[str, float]:
+def _values(phenotypes: pd.DataFrame, sid: str) -> dict[str, float | str]:
+    """A subject's known phenotype values: numbers, and the text ``site``."""
     values = phenotypes.loc[sid].to_dict() if sid in phenotypes.index else {}
-    return {k: float(v) for k, v in values.items() if not (isinstance(v, float) and math.isnan(v))}
+    return {k: v if k == SITE else float(v) for k, v in values.items() if not pd.isna(v)}
 
 
 def _array_records(root: Path, runs: dict[str, Path], phenotypes: pd.DataFrame,
