@@ -174,7 +174,7 @@ def phases(args: argparse.Namespace, checkpoint: bool) -> dict:
     task.eval()
     runs = torch.randn(batch, rois, length, device=device)
     with PeakMemory(device) as evaluation, torch.no_grad(), autocast():
-        task.predict_windows(runs)
+        task.predict_runs(runs)
     return {"eval_windows": task.hparams.eval_windows, "crop_len": task.hparams.crop_len, "kept": dict(kept), "forward": forward.mib, "backward": backward.mib,
             "optimiser": step.mib, "evaluation": evaluation.mib}
 

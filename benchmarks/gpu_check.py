@@ -286,6 +286,8 @@ def demo_fit(check: Check) -> None:
         jobs,
         "--trainer.max_epochs",
         "1",
+        "--trainer.check_val_every_n_epoch",
+        "1",
         "--trainer.log_every_n_steps",
         "1",
         "--trainer.precision",

@@ -84,10 +84,34 @@ def main() -> None:
     recalibrated = linear_recalibration(raw)
     rows = {"no adaptation": scores(raw), f"ComBat from {args.controls} controls": scores(adapted),
             f"linear recalibration on {args.controls} controls": scores(recalibrated, "recalibrated")}
-    report = render(rows, cv, args)
+    report = render(rows, cv, args) + flag_rates(args, model)
     (args.out / "new_site.md").write_text(report)
     (args.out / "new_site.json").write_text(json.dumps({"cv_mae": cv, "rows": rows}, default=float, indent=1))
     print(report)
+
+
+def flag_rates(args: argparse.Namespace, model: str) -> str:
+    """The share of subjects flagged on a cohort like the training one (new people at a training
+    site, same scanner) and on the same cohort with its ROI order shuffled (one permutation)."""
+    like = simulate(args.out / "like", args.subjects // 2, args.seed + 1, "none", 150, "--sites", str(args.sites),
+                    "--site-seed", str(args.seed), "--only-site", "0")
+    shuffled = args.out / "shuffled"
+    order = np.random.default_rng(args.seed).permutation(np.load(next(like.glob("sub-*.npy"))).shape[1])
+    for path in like.glob("sub-*"):
+        target = shuffled / path.name
+        shuffled.mkdir(exist_ok=True)
+        if path.suffix == ".npy":
+            np.save(target, np.load(path)[:, order])
+        elif not target.exists():
+            target.symlink_to(path.resolve())
+    (shuffled / "participants.tsv").write_text((like / "participants.tsv").read_text())
+    lines = ["", "| cohort | subjects | flagged |", "|---|---|---|"]
+    for name, root in (("new people at a training site", like), ("the same, ROI order shuffled", shuffled)):
+        out = args.out / f"{root.name}.csv"
+        brainlit(["apply", "--model", model, "--root", str(root), "--data.layout", "arrays", "--out", str(out)])
+        flags = pd.read_csv(out)["ood_flag"].astype(bool)
+        lines.append(f"| {name} | {len(flags)} | {flags.mean():.0%} |")
+    return "\n".join(lines) + "\n"
 
 
 def render(rows: dict[str, dict], cv: float, args: argparse.Namespace) -> str:

@@ -103,8 +103,8 @@ def test_predict_baselines_rows_columns_and_scores():
     fluid.iloc[0] = np.nan  # left out of its fold
     frame = predict_baselines(series, {"age": age, "fluid_intelligence": fluid}, _folds(list(series)))
     assert list(frame.columns) == PREDICTION_COLUMNS
-    assert len(frame) == 4 * (60 + 59)  # models x (age subjects + fluid subjects with a score)
-    assert set(frame["model"]) == {"tangent_ridge", "kernel_ridge_fc", "dfc_ridge", "mean"}
+    assert len(frame) == 5 * (60 + 59)  # models x (age subjects + fluid subjects with a score)
+    assert set(frame["model"]) == {"tangent_ridge", "kernel_ridge_fc", "coskew_ridge", "dfc_ridge", "mean"}
     results = score_predictions(frame.assign(repeat=0))
     fold0 = results[(results.target == "fluid_intelligence") & (results.fold == 0)]
     assert (fold0["n_test"] == 19).all()  # 20 test subjects, one without a score

@@ -39,6 +39,7 @@ def run_cli(config: str, root: Path, tmp: Path, *extra: str, subcommand: str = "
     args = [subcommand, "--config", str(CONFIGS / config), *data_args(root, tmp / "cache.h5")]
     args += small_model(config)
     args += ["--trainer.logger.init_args.save_dir", str(tmp / "runs"), "--trainer.default_root_dir", str(tmp)]
+    args += ["--trainer.check_val_every_n_epoch", "1"] if subcommand == "fit" else []
     args += extra
     return BrainlitCLI(args=args)
 

@@ -25,10 +25,10 @@ def test_quick_reproduction_writes_results_for_all_models_and_targets(tiny_camca
     results = pd.read_csv(out / "results.csv")
     assert list(results.columns) == COLUMNS
     assert set(results["target"]) == {"age", "fluid_intelligence"}
-    models = {"brainlit", "brainlit read-out", "brainlit network", "tangent_ridge", "kernel_ridge_fc", "dfc_ridge",
-              "mean", "classical ensemble", "brainlit + classical"}
+    models = {"brainlit", "brainlit read-out", "brainlit network", "tangent_ridge", "kernel_ridge_fc", "coskew_ridge",
+              "dfc_ridge", "mean", "classical ensemble", "brainlit + classical"}
     assert set(results["model"]) == models
-    assert len(results) == 2 * 9 * 2  # targets x models x folds
+    assert len(results) == 2 * 10 * 2  # targets x models x folds
     assert np.isfinite(results["mae"]).all()
     # on 8 training subjects the stacked read-out may weigh both of its ridges at zero: a
     # constant prediction (the training mean) has no r

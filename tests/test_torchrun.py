@@ -42,6 +42,8 @@ def test_torchrun_two_processes_train_one_model_with_gloo(tiny_bids, tmp_path):
         "32-true",
         "--trainer.max_epochs",
         "1",
+        "--trainer.check_val_every_n_epoch",
+        "1",
         "--trainer.limit_train_batches",
         "2",
         "--trainer.enable_progress_bar",
