@@ -32,6 +32,7 @@ GPU_CHECK_OUT ?=
 # (its metadata step imports torch, so GPU_PYTHON needs torch).
 GPU_WHEELS ?= jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0 \
 	nilearn==0.14.1 nibabel==5.4.2
+GPU_PURE_SDISTS ?= neuroCombat==0.2.12  # source only on PyPI: built into a wheel here
 MAMBA_SDIST ?= mamba-ssm==2.3.2.post1
 
 .PHONY: install demo demo-dynamics capability label-efficiency test test-all lint bench gpu-check gpu-wheels reproduce-camcan tensorboard clean
@@ -96,6 +97,7 @@ gpu-wheels:  ## fill .whl/ with what the GPU machine lacks (run where there is i
 	$(GPU_PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 		--platform manylinux2014_x86_64 --platform any -d .whl $(GPU_WHEELS)
+	$(GPU_PYTHON) -m pip wheel -q --no-deps -w .whl $(GPU_PURE_SDISTS)
 	-MAMBA_SKIP_CUDA_BUILD=TRUE $(GPU_PYTHON) -m pip download -q --no-deps --no-binary=:all: --no-build-isolation \
 		-d .whl/src $(MAMBA_SDIST)
 	@ls .whl .whl/src

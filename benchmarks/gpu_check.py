@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     build = start_mamba_build(check, capability)
     bench(check, "bench", [], 200)
-    memory(check, 45)
+    memory(check, 150)
     demo_fit(check)
     if finish_mamba_build(check, build, check.left() - check.args.reserve - 150):
         extra = "--sections models scan --models regressor --attention factorized --lengths 128"

@@ -15,7 +15,7 @@ import torch
 
 MODULES = [
     "torch", "lightning", "torchmetrics", "jsonargparse", "docstring_parser", "typeshed_client",
-    "nilearn", "nibabel", "h5py", "numpy", "pandas", "sklearn", "joblib", "matplotlib",
+    "nilearn", "nibabel", "neuroCombat", "h5py", "scipy", "numpy", "pandas", "sklearn", "joblib", "matplotlib",
     "tensorboard", "tqdm", "pytest", "mamba_ssm",
 ]  # fmt: skip
 

@@ -42,3 +42,11 @@ def test_every_brainlit_command_in_the_docs_exists():
     used = {match for page in PAGES for match in re.findall(r"python -m brainlit (?:--verbose )?([a-z-]+)",
                                                              page.read_text())}
     assert used and used <= set(COMMANDS), used - set(COMMANDS)
+
+
+@pytest.mark.parametrize("page", sorted((REPO / "docs" / "research").glob("*.md")), ids=lambda p: p.name)
+def test_every_research_page_opens_with_a_summary_of_at_most_30_lines(page):
+    lines = page.read_text().splitlines()
+    first_section = next(i for i, line in enumerate(lines) if line.startswith("## "))
+    summary = [line for line in lines[1:first_section] if line.strip()]
+    assert lines[0].startswith("# ") and 0 < len(summary) <= 30, f"{page.name}: {len(summary)} summary lines"

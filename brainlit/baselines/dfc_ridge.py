@@ -18,9 +18,17 @@ from brainlit.baselines.tangent_ridge import fit_tangent, tangent_features
 
 def windowed_fc(series: np.ndarray, window: int, step: int) -> np.ndarray:
     """Fisher-z correlation upper triangles of sliding windows: ``[R, T]`` -> ``[W, E]`` (a run
-    shorter than ``window`` is one window)."""
-    starts = range(0, max(series.shape[1] - window, 0) + 1, step)
-    return fc_features([series[:, s : s + window] for s in starts], clip=0.99)
+    shorter than ``window`` is one window; a flat ROI in a window correlates 0 there)."""
+    series = np.asarray(series, dtype=np.float64)
+    if series.shape[1] <= window:
+        windows = series[None]
+    else:
+        windows = np.lib.stride_tricks.sliding_window_view(series, window, axis=1)[:, ::step].transpose(1, 0, 2)
+    centred = windows - windows.mean(-1, keepdims=True)  # [W, R, window]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        unit = np.nan_to_num(centred / np.linalg.norm(centred, axis=-1, keepdims=True))
+    upper = np.triu_indices(series.shape[0], 1)
+    return np.arctanh(np.clip((unit @ unit.transpose(0, 2, 1))[:, upper[0], upper[1]], -0.99, 0.99))
 
 
 def state_summaries(states: np.ndarray, n_states: int) -> np.ndarray:
