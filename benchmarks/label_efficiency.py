@@ -52,11 +52,16 @@ def pretrain_corpus(args: argparse.Namespace, corpus: Path, folder: Path, pretex
                "--data.root", str(corpus), "--data.layout", "arrays", "--data.cache_path", str(folder / "corpus.h5"),
                "--data.crops_per_subject", "1", "--trainer.max_epochs", "-1", "--trainer.max_steps",
                str(args.pretrain_steps), "--trainer.logger.init_args.save_dir", str(folder),
-               "--model.init_args.pretext", pretext]
+               "--model.init_args.pretext", pretext, *(["--data.views", "2"] if pretext == "contrastive" else [])]
     subprocess.run(command, check=True)
     checkpoint = sorted(folder.rglob("last.ckpt"))[-1]
     subprocess.run([sys.executable, "-m", "brainlit", "export", str(checkpoint), str(encoder)], check=True)
     return encoder
+
+
+def suffix(args: argparse.Namespace) -> str:
+    """What tells a corpus pretrained with another pretext apart in folder and file names."""
+    return "" if args.pretext == "masked" else f"_{args.pretext}"
 
 
 def cohort_results(args: argparse.Namespace, cohort: Path, encoder: Path | None, out: Path) -> pd.DataFrame:
@@ -78,14 +83,15 @@ def mechanism_rows(args: argparse.Namespace, mechanism: str) -> pd.DataFrame:
     encoders = {0: None}
     for size in (c for c in args.corpora if c):
         part = subset(corpus, root / f"corpus{size}", ids_of(corpus)[:size])
-        encoders[size] = pretrain_corpus(args, part, root / f"pretrain{size}", args.pretext)
+        encoders[size] = pretrain_corpus(args, part, root / f"pretrain{size}{suffix(args)}", args.pretext)
     frames = []
     for n in args.labelled:
         for repeat in range(args.repeats):
             draw = sorted(np.random.default_rng([args.seed, n, repeat]).choice(ids, n, replace=False).tolist())
             cohort = subset(pool, root / f"n{n}_r{repeat}" / "cohort", draw)
             for size, encoder in encoders.items():
-                scores = cohort_results(args, cohort, encoder, root / f"n{n}_r{repeat}" / f"corpus{size}")
+                name = f"corpus{size}{suffix(args) if size else ''}"
+                scores = cohort_results(args, cohort, encoder, root / f"n{n}_r{repeat}" / name)
                 frames.append(scores.assign(mechanism=mechanism, labelled=n, repeat=repeat, corpus=size))
     return pd.concat(frames, ignore_index=True)
 
@@ -180,11 +186,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     scores = pd.concat([mechanism_rows(args, m) for m in args.mechanisms], ignore_index=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    scores.to_csv(args.out / "label_efficiency.csv", index=False)
+    stem = args.out / f"label_efficiency{suffix(args)}"
+    scores.to_csv(stem.with_suffix(".csv"), index=False)
     table = summary(scores, args.folds)
-    (args.out / "label_efficiency.md").write_text(markdown(table))
-    (args.out / "label_efficiency.json").write_text(json.dumps(vars(args), default=str, indent=1))
-    plot(scores, args.out / "label_efficiency.png")
+    stem.with_suffix(".md").write_text(markdown(table))
+    stem.with_suffix(".json").write_text(json.dumps(vars(args), default=str, indent=1))
+    plot(scores, stem.with_suffix(".png"))
     print(markdown(table))
 
 
