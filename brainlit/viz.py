@@ -179,8 +179,8 @@ def plot_brain_age(frame) -> Figure:  # noqa: ANN001 - apply's table
     flagged = rows["ood_flag"].fillna(False).to_numpy(bool) if "ood_flag" in rows else np.zeros(len(rows), bool)
     controls = rows["used_for_adaptation"].fillna(False).to_numpy(bool) if "used_for_adaptation" in rows else flagged * 0
     if "age_lower" in rows:
-        spread = np.vstack([rows["age_pred"] - rows["age_lower"], rows["age_upper"] - rows["age_pred"]])
-        ax.errorbar(x, rows["age_pred"], yerr=spread, fmt="none", ecolor="0.75", elinewidth=0.8, zorder=1)
+        # the interval is centred on the de-biased prediction, so it need not contain the prediction
+        ax.vlines(x, rows["age_lower"], rows["age_upper"], colors="0.75", linewidth=0.8, zorder=1)
     for mask, style in ((~flagged & ~controls, {"c": "C0", "label": "predicted"}),
                         (controls, {"facecolors": "none", "edgecolors": "C2", "label": "controls (adaptation)"}),
                         (flagged, {"c": "C3", "marker": "x", "label": "flagged (out of distribution)"})):

@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from brainlit.report import PAPER, format_table, paired_differences, summarize, to_markdown
-from brainlit.viz import plot_expert_maps, plot_predictions, plot_reconstruction
+from brainlit.viz import plot_brain_age, plot_expert_maps, plot_predictions, plot_reconstruction
 
 
 @pytest.fixture
@@ -169,3 +169,13 @@ def test_an_ablation_folder_keeps_each_configs_rows_and_what_its_network_adds(tm
     shared = results[results.model != "brainlit read-out (b)"].replace({"brainlit read-out (a)": "brainlit read-out"})
     adds = paired_differences(shared).query("reference == 'brainlit read-out'")  # one read-out for both configs
     assert dict(zip(adds.model, adds.diff_mean, strict=True)) == {"brainlit (a)": -1.0, "brainlit (b)": 1.0}
+
+
+def test_the_brain_age_figure_draws_intervals_that_need_not_contain_the_prediction():
+    # conformal intervals are centred on the de-biased prediction: a young subject's interval
+    # can lie wholly below its (regressed-to-the-mean) prediction
+    frame = pd.DataFrame({"age_true": [20.0, 50.0, 80.0], "age_pred": [35.0, 50.0, 70.0],
+                          "age_lower": [10.0, 40.0, 62.0], "age_upper": [30.0, 60.0, 88.0],
+                          "ood_flag": [False, True, False], "used_for_adaptation": [False, False, True]})
+    figure = plot_brain_age(frame)
+    assert isinstance(figure, Figure) and len(figure.axes[0].collections) >= 2
