@@ -83,14 +83,21 @@ def ood_reference(features: np.ndarray, window: int) -> OutOfDistribution | None
 
 def interval_calibration(truth: pd.DataFrame, predicted: pd.DataFrame, per_bin: int = 30) -> dict[str, ConformalIntervals]:
     """Each target's conformal intervals, calibrated on brainlit's out-of-fold predictions: up to
-    three bins of at least ``per_bin`` subjects (none below ``per_bin`` subjects, with a warning)."""
+    three bins of at least ``per_bin`` subjects (none below ``per_bin`` subjects, with a warning).
+    Predictions that barely rise with the target leave the de-biased centre unbounded: those
+    intervals are centred on the prediction instead, with a warning."""
     intervals = {}
     for target in truth.columns:
         n_bins = min(3, len(truth) // per_bin)
         if n_bins == 0:
             log.warning("No intervals for %s: %d out-of-fold predictions, fewer than %d.", target, len(truth), per_bin)
             continue
-        intervals[target] = ConformalIntervals(n_bins=n_bins, min_per_bin=per_bin).fit(truth[target], predicted[target])
+        try:
+            intervals[target] = ConformalIntervals(n_bins=n_bins, min_per_bin=per_bin).fit(truth[target], predicted[target])
+        except BrainlitDataError as error:
+            log.warning("Intervals of %s centred on the prediction: %s", target, error)
+            intervals[target] = ConformalIntervals(n_bins=n_bins, min_per_bin=per_bin, centre="prediction").fit(
+                truth[target], predicted[target])
     return intervals
 
 

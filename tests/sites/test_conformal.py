@@ -3,9 +3,11 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from brainlit.errors import BrainlitConfigError, BrainlitDataError
+from brainlit.experiment.final import interval_calibration
 from brainlit.sites.conformal import ConformalIntervals
 
 
@@ -85,3 +87,13 @@ def test_bad_calibration_pairs_and_options_name_what_to_fix():
         ConformalIntervals(n_bins=1).fit(age, np.full(100, 53.0))  # a model that predicts the mean
     with pytest.raises(BrainlitConfigError, match="level must be between 0 and 1"):
         ConformalIntervals(level=90)
+
+
+def test_a_final_model_whose_predictions_ignore_age_still_gets_intervals_centred_on_them():
+    rng = np.random.default_rng(3)
+    truth = pd.DataFrame({"age": rng.uniform(18, 88, 40)})
+    flat = pd.DataFrame({"age": 50 + rng.normal(0, 1, 40)})  # a tiny cohort's model that learnt nothing
+    intervals = interval_calibration(truth, flat)["age"]
+    assert intervals.centre == "prediction"
+    lower, upper = intervals.interval(flat["age"].to_numpy())
+    assert np.all(lower <= flat["age"]) and np.all(flat["age"] <= upper)
