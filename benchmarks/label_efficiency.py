@@ -153,13 +153,19 @@ def plot(scores: pd.DataFrame, path: Path, target: str = "age") -> None:
     for ax, mechanism in zip(axes[0], mechanisms, strict=True):
         rows = scores[(scores.mechanism == mechanism) & (scores.target == target)]
         means = rows.groupby(["model", "corpus", "labelled"])["mae"].mean()
+        colours = iter(plt.get_cmap("tab20").colors)
         for (model, corpus), line in means.groupby(level=[0, 1]):
-            if model in ("mean", "classical ensemble", "brainlit + classical") or (model not in PAIRED and corpus):
-                continue
+            skipped = ("mean", "classical ensemble", "brainlit + classical")
+            if model in skipped or (corpus and (model not in PAIRED or model == READOUT)):
+                continue  # the read-out and the classical models do not depend on the corpus
             label = f"{model} (corpus {corpus})" if model in PAIRED and model != READOUT else model
             style = "-" if model == "brainlit" else "--" if model in ORACLES else ":"
-            ax.plot(line.index.get_level_values("labelled"), line.to_numpy(), style, marker="o", label=label)
+            ax.plot(line.index.get_level_values("labelled"), line.to_numpy(), style, marker="o", label=label,
+                    color=next(colours))
+        sizes = sorted(rows["labelled"].unique())
         ax.set(xscale="log", xlabel="labelled subjects", ylabel=f"{target} MAE", title=mechanism)
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
     axes[0][-1].legend(fontsize=7, loc="upper right")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
