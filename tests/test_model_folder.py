@@ -10,8 +10,8 @@ import torch
 
 import brainlit
 from brainlit.__main__ import main
-from brainlit.brain_age import BrainAgeModel
 from brainlit.baselines import ConnectivityRidge
+from brainlit.brain_age import BrainAgeModel
 from brainlit.data.cache import CacheReader
 from brainlit.errors import BrainlitDataError
 from brainlit.model_folder import ModelParts, networks_of, write_model_folder

@@ -12,7 +12,6 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from brainlit.baselines.fc_ridge import fc_features
 from brainlit.baselines.tangent_ridge import fit_tangent, tangent_features
 
 
