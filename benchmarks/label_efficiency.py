@@ -54,7 +54,8 @@ def pretrain_corpus(args: argparse.Namespace, corpus: Path, folder: Path, pretex
                str(args.pretrain_steps), "--trainer.logger.init_args.save_dir", str(folder),
                "--model.init_args.pretext", pretext, *(["--data.views", "2"] if pretext == "contrastive" else [])]
     subprocess.run(command, check=True)
-    checkpoint = sorted(folder.rglob("last.ckpt"))[-1]
+    best = sorted(folder.rglob("lmae-*.ckpt"))  # the lowest validation loss, as experiment's pretraining keeps
+    checkpoint = best[-1] if best else sorted(folder.rglob("last.ckpt"))[-1]
     subprocess.run([sys.executable, "-m", "brainlit", "export", str(checkpoint), str(encoder)], check=True)
     return encoder
 
