@@ -42,6 +42,8 @@ class BrainlitCLI(LightningCLI):
                  parser_kwargs: dict[str, Any] | None = None) -> None:
         # the entry point hands over its own argument list; Lightning's warning is for scripts
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        # Lightning's own use of a torch API deprecated in newer torch: nothing a user can act on
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
         quiet_lightning_tips()
         super().__init__(
             BrainTask,
