@@ -73,3 +73,17 @@ class BrainTask(L.LightningModule):
             optimizer, lambda step: warmup_cosine(step, total, self.warmup_fraction)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def sliding_windows(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Cut ``x: [B, R, T]`` into windows ``[B, W, R, length]`` half a window apart that cover all of T.
+
+    The last window is aligned to the end of the run so no time point is left out.
+    """
+    total = x.shape[-1]
+    length = min(length, total)
+    stride = max(1, length // 2)
+    starts = list(range(0, total - length + 1, stride))
+    if starts[-1] != total - length:
+        starts.append(total - length)
+    return torch.stack([x[..., s : s + length] for s in starts], dim=1)

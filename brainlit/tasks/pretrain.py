@@ -22,7 +22,7 @@ from brainlit.errors import BrainlitConfigError
 from brainlit.models.contrastive import Pooling, SubjectContrastiveHead
 from brainlit.models.encoder import PatchEncoder
 from brainlit.models.lmae import LocalMaskedAutoencoder
-from brainlit.tasks.base import BrainTask
+from brainlit.tasks.base import BrainTask, sliding_windows
 from brainlit.tasks.figures import log_reconstruction
 from brainlit.tasks.reid import ReidentificationMetrics, format_reidentification, run_halves
 from brainlit.tasks.specs import EncoderSpec, as_spec, encoder_args, resolve_patch_len, spec_dict
@@ -102,6 +102,9 @@ class LMAEPretrainer(BrainTask):
         warmup_fraction: Fraction of all steps spent in linear warm-up.
         figure_rois: ROIs drawn in the reconstruction figure of the first validation batch.
         t_r: Cohort TR in seconds (linked from the datamodule); used by ``encoder.patch_seconds``.
+        crop_len: Length of the training windows (linked from ``data.crop_len``). Validation and
+            test score the masked reconstruction on windows of it, half a window apart, as the
+            model was trained (the attention's context is the window); None: on whole runs.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class LMAEPretrainer(BrainTask):
         warmup_fraction: float = 0.05,
         figure_rois: int = 4,
         t_r: float | None = None,
+        crop_len: int | None = None,
     ) -> None:
         super().__init__()
         if pretext not in ("masked", "contrastive", "both") or contrastive_weight <= 0:
@@ -193,7 +197,7 @@ class LMAEPretrainer(BrainTask):
         x = batch["x"]  # x: [B, R, T], whole runs
         losses = {}
         if self.masked:
-            losses["masked"] = self._score_reconstruction(x, batch_idx, stage)
+            losses["masked"] = self._score_reconstruction(self.eval_windows(x), batch_idx, stage)
         halves = run_halves(x)  # two disjoint halves of each held-out run
         if halves[0].shape[-1] >= self.model.encoder.patch_len:
             tokens = tuple(self.model.encoder(half) for half in halves)
@@ -202,6 +206,13 @@ class LMAEPretrainer(BrainTask):
                 losses["contrastive"] = self.contrastive(*tokens)
         if losses:
             self.log(f"{stage}/loss", self.total_loss(losses), prog_bar=True, batch_size=x.shape[0], sync_dist=True)
+
+    def eval_windows(self, x: torch.Tensor) -> torch.Tensor:
+        """Held-out runs ``[B, R, T]`` as the training windows ``[B * W, R, crop_len]`` (half a
+        window apart, the last aligned to the end), or as they are without ``crop_len``."""
+        if self.hparams.crop_len is None:
+            return x
+        return sliding_windows(x, self.hparams.crop_len).flatten(0, 1)
 
     def _score_reconstruction(self, x: torch.Tensor, batch_idx: int, stage: str) -> torch.Tensor:
         """Masked MSE of LMAE on seeded masks; LMAE and the simple fillers update the metrics."""

@@ -14,7 +14,7 @@ from torchmetrics import MeanAbsoluteError, Metric, PearsonCorrCoef
 from torchmetrics.aggregation import CatMetric
 
 from brainlit.models.predictor import BrainRegressor
-from brainlit.tasks.base import BrainTask, decay_groups
+from brainlit.tasks.base import BrainTask, decay_groups, sliding_windows
 from brainlit.tasks.checkpoints import load_encoder
 from brainlit.tasks.figures import log_expert_maps, log_prediction_scatter
 from brainlit.tasks.specs import (
@@ -245,17 +245,3 @@ class RegressionTask(BrainTask):
         pred = self.to_original_units(self.predict_runs(batch["x"])["pred"])
         true = self.to_original_units(batch["y"]).cpu() if batch["y"].numel() else None
         return {"subject_id": list(batch["subject_id"]), "pred": pred.cpu(), "true": true}
-
-
-def sliding_windows(x: torch.Tensor, length: int) -> torch.Tensor:
-    """Cut ``x: [B, R, T]`` into windows ``[B, W, R, length]`` half a window apart that cover all of T.
-
-    The last window is aligned to the end of the run so no time point is left out.
-    """
-    total = x.shape[-1]
-    length = min(length, total)
-    stride = max(1, length // 2)
-    starts = list(range(0, total - length + 1, stride))
-    if starts[-1] != total - length:
-        starts.append(total - length)
-    return torch.stack([x[..., s : s + length] for s in starts], dim=1)

@@ -5,9 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from brainlit.tasks.base import warmup_cosine
+from brainlit.tasks.base import sliding_windows, warmup_cosine
 from brainlit.tasks.predictions import bias_corrected_gap
-from brainlit.tasks.regress import sliding_windows
 
 
 def test_sliding_windows_cover_the_whole_run():

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from brainlit.cli import BrainlitCLI
 from brainlit.errors import BrainlitCheckpointError
 from brainlit.tasks import EncoderSpec, LMAEPretrainer, RegressionTask
 
@@ -99,3 +100,22 @@ def test_activation_checkpointing_comes_from_the_finetuning_config_not_the_check
     task = RegressionTask(n_rois=6, target_names=["age"], encoder=EncoderSpec(checkpoint=True), pretrained=str(path))
     assert task.model.encoder.transformer.checkpoint
     assert task.hparams.encoder["d_model"] == 24
+
+
+def test_lmae_is_validated_on_windows_as_long_as_its_training_crops():
+    """A model trained on 96-volume crops is scored on 96-volume windows, not on whole runs,
+    whose longer attention context it never saw (and which made the best checkpoint an early one)."""
+    x = torch.randn(2, 6, 150)
+    task = LMAEPretrainer(n_rois=6, encoder=EncoderSpec(d_model=24, depth=2, n_heads=2), crop_len=96)
+    assert task.eval_windows(x).shape == (2 * 3, 6, 96)  # starts 0, 48 and 54 (aligned to the end)
+    assert torch.equal(task.eval_windows(x)[2], x[0, :, 54:])
+    whole = LMAEPretrainer(n_rois=6, encoder=EncoderSpec(d_model=24, depth=2, n_heads=2))
+    assert whole.eval_windows(x) is x
+
+
+def test_the_cli_links_the_crop_length_into_the_pretrainer(tiny_bids, tmp_path):
+    cli = BrainlitCLI(args=["--config", "configs/demo/pretrain.yaml", "--data.root", str(tiny_bids),
+                            "--data.atlas", str(tiny_bids / "atlas.nii.gz"), "--data.min_timepoints", "50",
+                            "--data.cache_path", str(tmp_path / "c.h5"), "--data.crop_len", "32",
+                            "--trainer.logger", "false", "--trainer.callbacks", "[]"], run=False)
+    assert cli.model.hparams.crop_len == 32
