@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from brainlit.baselines.fc_ridge import fc_features
 from brainlit.baselines.readout import ONE_SITE
 from brainlit.errors import BrainlitDataError
 from brainlit.model_folder import ModelParts, load_parts, read_model_folder
@@ -54,7 +55,7 @@ class BrainAgeModel:
         Returns:
             ``subject_id``, ``<target>_pred`` (and ``_lower``, ``_upper``) per target; for an age
             model ``age_true``, ``brain_age_gap`` (``_lower``, ``_upper``), ``brain_age_gap_corrected``
-            and ``outside_training_ages``; with an OOD reference ``ood_score``, ``ood_flag``,
+            and ``outside_training_ages``; with an OOD reference ``ood_score``, ``ood_typicality``, ``ood_flag``,
             ``ood_reason``.
 
         Raises:
@@ -74,8 +75,10 @@ class BrainAgeModel:
             known = np.full(len(ids), np.nan) if age is None else np.asarray(age, float)
             frame = self._with_gap(frame, pd.Series(known, index=frame.index))
         if self.parts.ood is not None and design is not None:
-            flags = self.parts.ood.assess(design, n_volumes=[len(run) for run in runs])
-            frame = pd.concat([frame, flags[["ood_score", "ood_flag", "ood_reason"]]], axis=1)
+            ood = self.parts.ood
+            profiles = None if ood.template_ is None else fc_features([run.T.astype(np.float64) for run in runs])
+            flags = ood.assess(design, n_volumes=[len(run) for run in runs], profiles=profiles)
+            frame = pd.concat([frame, flags[["ood_score", "ood_typicality", "ood_flag", "ood_reason"]]], axis=1)
         return frame
 
     def adapt(self, timeseries: Sequence[np.ndarray], age: Sequence[float], site: str) -> None:

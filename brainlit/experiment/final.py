@@ -5,7 +5,7 @@ every labelled subject; the networks are the cross-fitted networks of the first 
 (together they saw every labelled subject); the combination, the brain-age bias correction and
 the conformal calibration of the intervals are fit on the experiment's out-of-fold predictions
 of every labelled subject, averaged over repeats; the out-of-distribution reference is the
-read-out's features of every labelled subject.
+read-out's features and FC edges of every labelled subject.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainlit.baselines.fc_ridge import fc_features
 from brainlit.baselines.run import READOUT
 from brainlit.data.cache import CacheReader
 from brainlit.data.sources import SITE
@@ -52,7 +53,7 @@ def final_parts(experiment: Experiment, config: Path, results: pd.DataFrame, pre
     ages = phenotypes["age"] if "age" in phenotypes and phenotypes["age"].notna().all() else None
     readout = copy.deepcopy(experiment.stack.readout).fit(runs, y, sites, ages)
     networks, data = networks_of(network_checkpoints(experiment, config))
-    ood = ood_reference(readout.design(runs, sites), int(data["window"]))
+    ood = ood_reference(readout.design(runs, sites), fc_features(runs), int(data["window"]))
     oof = out_of_fold(predictions, targets, {READOUT: "readout", NETWORK + suffix: "network", "brainlit" + suffix: "brainlit"})
     combination = copy.deepcopy(experiment.stack.combination).fit(
         oof["readout"].to_numpy(), oof["network"].to_numpy(), oof["truth"].to_numpy(), targets)
@@ -71,32 +72,33 @@ def final_parts(experiment: Experiment, config: Path, results: pd.DataFrame, pre
     return ModelParts(networks, data, readout, combination, intervals, ood, card)
 
 
-def ood_reference(features: np.ndarray, window: int) -> OutOfDistribution | None:
-    """The out-of-distribution reference of the training cohort's read-out features (None, with
-    a warning, for a cohort too small to calibrate it)."""
+def ood_reference(features: np.ndarray, profiles: np.ndarray, window: int) -> OutOfDistribution | None:
+    """The out-of-distribution reference of the training cohort's read-out features and FC edges
+    (None, with a warning, for a cohort too small to calibrate it)."""
     try:
-        return OutOfDistribution(min_volumes=window).fit(features)
+        return OutOfDistribution(min_volumes=window).fit(features, profiles)
     except BrainlitDataError as error:
         log.warning("No out-of-distribution reference: %s", error)
         return None
 
 
-def interval_calibration(truth: pd.DataFrame, predicted: pd.DataFrame, per_bin: int = 30) -> dict[str, ConformalIntervals]:
+def interval_calibration(truth: pd.DataFrame, predicted: pd.DataFrame, n_bins: int = 1,
+                         per_bin: int = 30) -> dict[str, ConformalIntervals]:
     """Each target's conformal intervals, calibrated on brainlit's out-of-fold predictions: up to
-    three bins of at least ``per_bin`` subjects (none below ``per_bin`` subjects, with a warning).
+    ``n_bins`` bins of at least ``per_bin`` subjects (none below ``per_bin`` subjects, with a warning).
     Predictions that barely rise with the target leave the de-biased centre unbounded: those
     intervals are centred on the prediction instead, with a warning."""
     intervals = {}
     for target in truth.columns:
-        n_bins = min(3, len(truth) // per_bin)
-        if n_bins == 0:
+        bins = min(n_bins, len(truth) // per_bin)
+        if bins == 0:
             log.warning("No intervals for %s: %d out-of-fold predictions, fewer than %d.", target, len(truth), per_bin)
             continue
         try:
-            intervals[target] = ConformalIntervals(n_bins=n_bins, min_per_bin=per_bin).fit(truth[target], predicted[target])
+            intervals[target] = ConformalIntervals(n_bins=bins, min_per_bin=per_bin).fit(truth[target], predicted[target])
         except BrainlitDataError as error:
             log.warning("Intervals of %s centred on the prediction: %s", target, error)
-            intervals[target] = ConformalIntervals(n_bins=n_bins, min_per_bin=per_bin, centre="prediction").fit(
+            intervals[target] = ConformalIntervals(n_bins=bins, min_per_bin=per_bin, centre="prediction").fit(
                 truth[target], predicted[target])
     return intervals
 

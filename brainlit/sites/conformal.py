@@ -1,4 +1,4 @@
-"""Conformal prediction intervals calibrated on out-of-fold predictions (Mondrian on bins of the centre).
+"""Conformal prediction intervals calibrated on out-of-fold predictions (optionally Mondrian on bins of the centre).
 
 Evidence for the defaults: ``docs/research/conformal.md``.
 """
@@ -31,9 +31,11 @@ class ConformalIntervals:
     has the same spread at every true value when the model's noise does, so coverage holds
     in each true-age tertile, and under a shift of the new cohort's ages, at the price of
     wider intervals. ``"prediction"`` keeps ``y_pred`` as the centre (narrower, marginal
-    coverage only). The scores ``|y - centre|`` are split into ``n_bins`` equal-count bins
-    of the centre (Mondrian conformal: the width may change along the range); each bin's
-    sorted scores are stored, so any level can be asked at apply time. The calibration fit
+    coverage only). With ``n_bins > 1`` the scores ``|y - centre|`` are split into equal-count
+    bins of the centre (Mondrian conformal: the width may follow noise that grows along the
+    range); one bin is the default, since the unbiased centre's error has one spread and each
+    bin's finite-sample rank widens the intervals. The sorted scores are stored, so any level
+    can be asked at apply time. The calibration fit
     is cross-fitted (``folds``), so no score comes from a centre fit on its own subject.
 
     Written here, not with MAPIE or crepes: both wrap a fitted estimator and save by pickle,
@@ -48,7 +50,7 @@ class ConformalIntervals:
         seed: Seed of the fold assignment.
     """
 
-    def __init__(self, level: float = 0.9, n_bins: int = 3, centre: Centre = "unbiased",
+    def __init__(self, level: float = 0.9, n_bins: int = 1, centre: Centre = "unbiased",
                  min_per_bin: int = 30, folds: int = 5, seed: int = 0) -> None:
         _check_level(level)
         if centre not in ("unbiased", "prediction"):

@@ -1,4 +1,5 @@
-"""Flags for subjects unlike the training cohort: read-out features far away, short runs, motion.
+"""Flags for subjects unlike the training cohort: read-out features far away, an atypical FC
+pattern (a wrong atlas or ROI order), short runs, motion.
 
 Evidence for the defaults: ``docs/research/ood.md``.
 """
@@ -48,8 +49,18 @@ class _Subspace:
         return ((projected**2 / self.variances).sum(1) + residual / self.residual_variance) / z.shape[1]
 
 
+def typicality(profiles: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """``[N]`` Pearson correlation of each subject's FC edges ``profiles [N, E]`` with the
+    ``template [E]`` (the training cohort's mean edges): typicality of FC, Kopal et al. 2020."""
+    centred = profiles - profiles.mean(1, keepdims=True)
+    template = template - template.mean()
+    norms = np.linalg.norm(centred, axis=1) * np.linalg.norm(template)
+    return (centred @ template) / np.where(norms > 0, norms, 1.0)
+
+
 class OutOfDistribution:
-    """Per-subject flags: read-out features far from the training cohort's, runs too short, motion.
+    """Per-subject flags: read-out features far from the training cohort's, an FC pattern unlike
+    theirs, runs too short, motion.
 
     The feature distance is the Mahalanobis distance of the standardised features under a
     probabilistic-PCA covariance of the training cohort (Tipping and Bishop 1999): the
@@ -60,7 +71,14 @@ class OutOfDistribution:
     cross-validated distances of the training subjects (each from a fit without its fold;
     in-sample ones are optimistic): a subject's conformal p-value is the share of them at
     least as far, and ``p <= false_flag_rate`` flags it, so at most about that share of
-    subjects like the training cohort is flagged. Run flags need no fit: fewer volumes than
+    subjects like the training cohort is flagged. Given FC edges (``profiles``) at :meth:`fit`, a
+    second check asks whether a subject's FC has the training cohort's pattern: its typicality
+    (Kopal et al. 2020, Hum Brain Mapp 41:5325), the correlation of its edges with the training
+    mean edges, gets a conformal p-value against cross-validated training typicalities (lower is
+    less typical). It is blind to a site's FC scaling and made for what the distance misses most
+    often: an atlas or ROI order other than the training one. Both checks together keep the
+    stated rate (Bonferroni: each flags at ``p <= false_flag_rate / 2``; ``ood_p`` is the smaller
+    p-value times two). Run flags need no fit: fewer volumes than
     ``min_volumes`` (the model's window), or a mean framewise displacement above
     ``max_mean_fd`` mm (Power et al. 2012; 2014).
 
@@ -82,20 +100,24 @@ class OutOfDistribution:
         self.false_flag_rate, self.n_components, self.folds, self.seed = false_flag_rate, n_components, folds, seed
         self.min_volumes, self.max_mean_fd = min_volumes, max_mean_fd
 
-    def fit(self, features: ArrayLike) -> OutOfDistribution:
-        """Fit the distance and its calibration on the training cohort's ``features [N, F]``.
+    def fit(self, features: ArrayLike, profiles: ArrayLike | None = None) -> OutOfDistribution:
+        """Fit the distance and its calibration on the training cohort's ``features [N, F]``, and
+        the typicality check on their FC edges ``profiles [N, E]`` when given.
 
         Raises:
-            BrainlitDataError: features not ``[N, F]`` and finite, or too few subjects (fewer
-                than ``1 / false_flag_rate - 1``, or folds' fits of ``n_components + 1`` or fewer).
+            BrainlitDataError: features not ``[N, F]`` and finite, profiles not one row per
+                subject, or too few subjects (fewer than ``checks / false_flag_rate - 1`` with one
+                check or two, or folds'
+                fits of ``n_components + 1`` or fewer).
         """
         features = _features(features, "fit")
         n = len(features)
         fold_fit = n - -(-n // self.folds)  # subjects in the smallest fold's fit
-        if (n + 1) * self.false_flag_rate < 1 or fold_fit <= self.n_components + 1:
+        checks = 1 if profiles is None else 2
+        if (n + 1) * self.false_flag_rate / checks < 1 or fold_fit <= self.n_components + 1:
             raise BrainlitDataError(
                 f"OutOfDistribution.fit: {n} training subjects are too few for false_flag_rate="
-                f"{self.false_flag_rate} (p-values need {np.ceil(1 / self.false_flag_rate - 1):.0f}) or for "
+                f"{self.false_flag_rate} (p-values need {np.ceil(checks / self.false_flag_rate - 1):.0f}) or for "
                 f"n_components={self.n_components} with {self.folds} folds: lower n_components or folds.")
         fold = np.random.default_rng(self.seed).permutation(n) % self.folds
         held_out = np.empty(n)
@@ -103,41 +125,77 @@ class OutOfDistribution:
             held_out[fold == k] = _Subspace.fit(features[fold != k], self.n_components).distance(features[fold == k])
         self.calibration_ = np.sort(held_out)
         self.distance_ = _Subspace.fit(features, self.n_components)
+        self.template_ = self.typicality_calibration_ = None
+        if profiles is not None:
+            profiles = _features(profiles, "fit")
+            if len(profiles) != n:
+                raise BrainlitDataError(f"OutOfDistribution.fit: {len(profiles)} profiles for {n} subjects.")
+            typical = np.empty(n)
+            for k in range(self.folds):
+                typical[fold == k] = typicality(profiles[fold == k], profiles[fold != k].mean(0))
+            self.template_, self.typicality_calibration_ = profiles.mean(0), np.sort(typical)
         return self
 
-    def p_values(self, features: ArrayLike) -> np.ndarray:
-        """``[N]`` conformal p-values: the share of cross-validated training distances at least as far."""
+    def p_values(self, features: ArrayLike, profiles: ArrayLike | None = None) -> np.ndarray:
+        """``[N]`` conformal p-values: the share of cross-validated training distances at least as
+        far; with the typicality check, twice the smaller of that and the typicality's p-value."""
+        return _both(*self._p_values(features, profiles))
+
+    def _p_values(self, features: ArrayLike, profiles: ArrayLike | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each check's p-values (None for the typicality when it was not fit)."""
         distance = self.distance_.distance(_features(features, "p_values", self.distance_.mean.size))
-        at_least = len(self.calibration_) - np.searchsorted(self.calibration_, distance, side="left")
-        return (1 + at_least) / (1 + len(self.calibration_))
+        p_distance = _p_value(self.calibration_, distance, larger_is_rarer=True)
+        if self.template_ is None:
+            return p_distance, None
+        return p_distance, _p_value(self.typicality_calibration_, self.typicality_of(profiles, len(distance)),
+                                    larger_is_rarer=False)
+
+    def typicality_of(self, profiles: ArrayLike | None, n: int) -> np.ndarray:
+        """``[N]`` typicality of FC edges ``profiles [N, E]`` against the training template."""
+        if profiles is None:
+            raise BrainlitDataError("OutOfDistribution: this detector checks the typicality of FC: pass each "
+                                    "subject's FC edges (profiles) made as the training cohort's were.")
+        profiles = _features(profiles, "typicality", self.template_.size)
+        if len(profiles) != n:
+            raise BrainlitDataError(f"OutOfDistribution: {len(profiles)} profiles for {n} subjects.")
+        return typicality(profiles, self.template_)
 
     def assess(self, features: ArrayLike, n_volumes: ArrayLike | None = None,
-               mean_fd: ArrayLike | None = None) -> pd.DataFrame:
-        """One row per subject: ``ood_score``, ``ood_p``, ``ood_flag``, ``ood_reason``.
+               mean_fd: ArrayLike | None = None, profiles: ArrayLike | None = None) -> pd.DataFrame:
+        """One row per subject: ``ood_score``, ``ood_typicality``, ``ood_p``, ``ood_flag``, ``ood_reason``.
 
         Args:
             features: ``[N, F]`` read-out features, made as the training ones were.
             n_volumes: ``[N]`` volumes in each run (None: not checked).
             mean_fd: ``[N]`` mean framewise displacement in mm; NaN where unknown.
+            profiles: ``[N, E]`` FC edges, needed when the detector was fit with them.
 
         Returns:
-            ``ood_score`` the feature distance (1: a typical training subject), ``ood_p`` its
-            p-value, ``ood_flag`` whether any check failed, ``ood_reason`` each failed check
-            ("" when none).
+            ``ood_score`` the feature distance (1: a typical training subject),
+            ``ood_typicality`` the FC typicality (NaN without that check), ``ood_p`` the
+            p-value of both checks, ``ood_flag`` whether any check failed, ``ood_reason`` each
+            failed check ("" when none).
         """
         features = _features(features, "assess", self.distance_.mean.size)
-        p = self.p_values(features)
-        reasons = [[f"features far from the training cohort (p={v:.2g})"] if v <= self.false_flag_rate else []
-                   for v in p]
+        p_distance, p_typical = self._p_values(features, profiles)
+        cut = self.false_flag_rate / (1 if p_typical is None else 2)
+        reasons = [[f"features far from the training cohort (p={v:.2g})"] if v <= cut else [] for v in p_distance]
+        typical = np.full(len(features), np.nan)
+        if p_typical is not None:
+            typical = self.typicality_of(profiles, len(features))
+            for row in np.flatnonzero(p_typical <= cut):
+                reasons[row].append(f"FC unlike the training cohort's pattern (typicality {typical[row]:.2f}, "
+                                    f"p={p_typical[row]:.2g}): check the atlas and the ROI order")
         if n_volumes is not None and self.min_volumes is not None:
-            for row, volumes in enumerate(_per_subject(n_volumes, len(p), "n_volumes")):
+            for row, volumes in enumerate(_per_subject(n_volumes, len(features), "n_volumes")):
                 if volumes < self.min_volumes:
                     reasons[row].append(f"run too short: {volumes:.0f} < {self.min_volumes} volumes")
         if mean_fd is not None and self.max_mean_fd is not None:
-            for row, fd in enumerate(_per_subject(mean_fd, len(p), "mean_fd")):
+            for row, fd in enumerate(_per_subject(mean_fd, len(features), "mean_fd")):
                 if fd > self.max_mean_fd:  # NaN (unknown) compares False
                     reasons[row].append(f"mean FD {fd:.2g} mm > {self.max_mean_fd:g} mm")
-        return pd.DataFrame({"ood_score": self.distance_.distance(features), "ood_p": p,
+        return pd.DataFrame({"ood_score": self.distance_.distance(features), "ood_typicality": typical,
+                             "ood_p": _both(p_distance, p_typical),
                              "ood_flag": [bool(r) for r in reasons], "ood_reason": ["; ".join(r) for r in reasons]})
 
     def to_state(self) -> State:
@@ -148,6 +206,8 @@ class OutOfDistribution:
                        "residual_variance": self.distance_.residual_variance}
         arrays = {"calibration": self.calibration_, "mean": self.distance_.mean, "scale": self.distance_.scale,
                   "components": self.distance_.components, "variances": self.distance_.variances}
+        if self.template_ is not None:
+            arrays |= {"template": self.template_, "typicality_calibration": self.typicality_calibration_}
         return json_values, arrays
 
     @classmethod
@@ -157,6 +217,9 @@ class OutOfDistribution:
                              ("calibration", "mean", "scale", "components", "variances"))
         keys = ("false_flag_rate", "n_components", "folds", "min_volumes", "max_mean_fd", "seed")
         detector = cls(**{key: json_values[key] for key in keys})
+        typical = {name: np.asarray(arrays[name], np.float64) if name in arrays else None  # absent in older folders
+                   for name in ("template", "typicality_calibration")}
+        detector.template_, detector.typicality_calibration_ = typical["template"], typical["typicality_calibration"]
         detector.calibration_ = stored.pop("calibration")
         detector.distance_ = _Subspace(**stored, residual_variance=float(json_values["residual_variance"]))
         return detector
@@ -173,6 +236,21 @@ def _features(features: ArrayLike, step: str, n_features: int | None = None) -> 
         rows = np.flatnonzero(~np.isfinite(features).all(1))[:10].tolist()
         raise BrainlitDataError(f"OutOfDistribution.{step}: features of rows {rows} are not finite.")
     return features
+
+
+def _p_value(calibration: np.ndarray, values: np.ndarray, larger_is_rarer: bool) -> np.ndarray:
+    """``[N]`` conformal p-values of ``values`` against sorted ``calibration``: the share of
+    calibration values at least as extreme (at least as large, or at most as small)."""
+    if larger_is_rarer:
+        extreme = len(calibration) - np.searchsorted(calibration, values, side="left")
+    else:
+        extreme = np.searchsorted(calibration, values, side="right")
+    return (1 + extreme) / (1 + len(calibration))
+
+
+def _both(p_distance: np.ndarray, p_typical: np.ndarray | None) -> np.ndarray:
+    """The p-value of both checks (Bonferroni): twice the smaller one, or the distance's alone."""
+    return p_distance if p_typical is None else np.minimum(1.0, 2 * np.minimum(p_distance, p_typical))
 
 
 def _per_subject(values: ArrayLike, n: int, name: str) -> np.ndarray:

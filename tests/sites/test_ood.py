@@ -64,11 +64,47 @@ def readout_like(series: np.ndarray, tangent) -> np.ndarray:
     return np.hstack([fc_features(series), tangent_features(tangent, list(series))])
 
 
-def test_simulated_cohorts_a_shuffled_roi_order_is_flagged_and_another_seed_is_not():
+@pytest.fixture(scope="module")
+def simulated() -> dict[str, np.ndarray]:
+    """A training cohort (16 ROIs), one like it (another seed) and that one with its ROI order shuffled."""
     train = simulate_roi_timeseries(150, 16, 100, seed=0).roi_timeseries.astype(float)
-    tangent = fit_tangent(list(train))
-    detector = OutOfDistribution().fit(readout_like(train, tangent))
     same = simulate_roi_timeseries(150, 16, 100, seed=1).roi_timeseries.astype(float)
-    shuffled = same[:, np.random.default_rng(0).permutation(16)]
-    assert detector.assess(readout_like(same, tangent))["ood_flag"].mean() <= 0.05
-    assert detector.assess(readout_like(shuffled, tangent))["ood_flag"].mean() >= 0.9
+    return {"train": train, "same": same, "shuffled": same[:, np.random.default_rng(0).permutation(16)]}
+
+
+def test_simulated_cohorts_a_shuffled_roi_order_is_flagged_and_another_seed_is_not(simulated):
+    tangent = fit_tangent(list(simulated["train"]))
+    detector = OutOfDistribution().fit(readout_like(simulated["train"], tangent), fc_features(simulated["train"]))
+    flags = {name: detector.assess(readout_like(simulated[name], tangent), profiles=fc_features(simulated[name]))
+             for name in ("same", "shuffled")}
+    assert flags["same"]["ood_flag"].mean() <= 0.05
+    assert flags["shuffled"]["ood_flag"].mean() >= 0.9
+    assert flags["shuffled"]["ood_reason"].str.contains("FC unlike the training cohort's pattern").mean() >= 0.9
+    assert flags["shuffled"]["ood_typicality"].median() < flags["same"]["ood_typicality"].quantile(0.05)
+
+
+def test_typicality_alone_flags_a_shuffled_roi_order_and_is_blind_to_fc_scaling(simulated):
+    """The features here carry no ROI order (sorted edges), so only the FC pattern can tell."""
+    def orderless(series: np.ndarray) -> np.ndarray:
+        return np.sort(fc_features(series), axis=1)
+
+    detector = OutOfDistribution().fit(orderless(simulated["train"]), fc_features(simulated["train"]))
+    shuffled = detector.assess(orderless(simulated["shuffled"]), profiles=fc_features(simulated["shuffled"]))
+    assert shuffled["ood_reason"].str.contains("FC unlike").mean() >= 0.9
+    assert shuffled["ood_reason"].str.contains("features far").mean() <= 0.1  # sorted edges: like any other
+    scaled = fc_features(simulated["same"]) * 0.5  # a site that halves every edge
+    assert np.allclose(detector.typicality_of(scaled, len(scaled)),
+                       detector.typicality_of(fc_features(simulated["same"]), len(scaled)))
+
+
+def test_a_typicality_detector_keeps_its_template_and_asks_for_profiles(simulated):
+    features, profiles = fc_features(simulated["train"]), fc_features(simulated["train"])
+    detector = OutOfDistribution().fit(features, profiles)
+    json_values, arrays = detector.to_state()
+    loaded = OutOfDistribution.from_state(json.loads(json.dumps(json_values)), arrays)
+    new = fc_features(simulated["shuffled"][:20])
+    assert loaded.assess(new, profiles=new).equals(detector.assess(new, profiles=new))
+    with pytest.raises(BrainlitDataError, match="pass each subject's FC edges"):
+        detector.assess(new)
+    with pytest.raises(BrainlitDataError, match="10 profiles for 150 subjects"):
+        OutOfDistribution().fit(features, profiles[:10])
