@@ -54,10 +54,15 @@ class ConnectivityRidge:
 
     With ``harmonise`` the features first go through ComBat
     (:class:`~brainlit.sites.harmonise.ComBatHarmoniser`) fit on the training subjects with age
-    as a covariate; training and new subjects alike then lose their site's location only (a new
-    subject's age is unknown), so the ridge reads what it will be given. A cohort without a
-    site column is one site (``"training"``), whose effects are zero: the harmoniser is then
-    what a new site is adapted to (:meth:`adapt_site`).
+    as a covariate; training and new subjects alike then lose their site's location (a new
+    subject's age is unknown), so the ridge reads what it will be given. With ``site_scale``
+    and an ``age`` target, a second pass also undoes each site's scale, at the age this
+    read-out predicts from the location-harmonised features, de-biased as
+    ``(pred - intercept) / slope`` (the line of its leave-one-out predictions on the training
+    ages): a scanner whose noise scales the features' age effect shrinks every prediction
+    towards the mean, which a location shift cannot undo. A cohort without a site column is one
+    site (``"training"``), whose effects are zero: the harmoniser is then what a new site is
+    adapted to (:meth:`adapt_site`). Evidence: ``docs/research/new_site.md``.
 
     Args:
         connectivity: Edge sets: ``correlation``, ``tangent`` or ``both``.
@@ -66,22 +71,25 @@ class ConnectivityRidge:
         anchor: A target the others are chained to (e.g. ``age``); ignored when it is not
             among the targets or there is only one.
         harmonise: Fit ComBat on the training features when their ages are known.
+        site_scale: Also undo each site's scale at the predicted age (above; needs an ``age``
+            target, else the location alone).
 
     Attributes (after :meth:`fit`):
         targets_: Target names. weight_ ``[T, F]``, bias_ ``[T]``: the linear layer on
         :meth:`design`. whitening_ ``[R, R]``: the tangent reference ``ref^(-1/2)``.
-        harmoniser_: The fitted ComBat model, or None. oof_ ``[N, T]``: leave-one-out
+        harmoniser_: The fitted ComBat model, or None. age_line_: ``(slope, intercept)`` of
+        the age prediction's de-biasing, or None (no second pass). oof_ ``[N, T]``: leave-one-out
         predictions of the subjects it was fit on. alphas_, block_weights_: each edge set's
         penalty and weight per target.
     """
 
     def __init__(self, connectivity: Connectivity = "both", lags: int = 3, combine: Combine = "stack",
-                 anchor: str | None = None, harmonise: bool = True) -> None:
+                 anchor: str | None = None, harmonise: bool = True, site_scale: bool = True) -> None:
         if connectivity not in EDGE_KINDS or combine not in ("mean", "stack") or lags < 0:
             raise ValueError(f"ConnectivityRidge needs connectivity in {set(EDGE_KINDS)}, combine in "
                              f"{{mean, stack}} and lags >= 0; got {connectivity!r}, {combine!r}, {lags}.")
         self.connectivity, self.lags, self.combine, self.anchor = connectivity, lags, combine, anchor
-        self.harmonise = harmonise
+        self.harmonise, self.site_scale = harmonise, site_scale
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -105,7 +113,7 @@ class ConnectivityRidge:
         features = self.features(runs)
         if age is None and "age" in self.targets_:
             age = targets["age"].to_numpy(np.float64)
-        self.harmoniser_ = None
+        self.harmoniser_, self.age_line_ = None, None
         if self.harmonise and age is not None and np.isfinite(np.asarray(age, np.float64)).all():
             self.harmoniser_ = ComBatHarmoniser().fit(features, _sites(sites, len(runs)), age)
         features = torch.from_numpy(self._harmonised(features, sites))
@@ -117,6 +125,8 @@ class ConnectivityRidge:
         self.weight_, self.bias_ = fit.weight.double().numpy(), fit.bias.double().numpy()
         self.oof_ = fit.loo.double().numpy()
         self.alphas_, self.block_weights_ = fit.alphas, fit.block_weights.numpy()
+        if self.site_scale and self.harmoniser_ is not None and "age" in self.targets_:
+            self.age_line_ = _age_line(targets["age"].to_numpy(np.float64), self.oof_[:, self.targets_.index("age")])
         return self
 
     def features(self, runs: Sequence[np.ndarray]) -> np.ndarray:
@@ -139,6 +149,10 @@ class ConnectivityRidge:
         harmonised = features.copy()
         if known.any():
             harmonised[known] = self.harmoniser_.transform(features[known], sites[known])
+            if self.age_line_ is not None:  # the second pass: the scale, at the de-biased predicted age
+                slope, intercept = self.age_line_
+                guess = (self.from_design(harmonised[known])[:, self.targets_.index("age")] - intercept) / slope
+                harmonised[known] = self.harmoniser_.transform(features[known], sites[known], guess)
         return harmonised
 
     def adapt_site(self, runs: Sequence[np.ndarray], site: str, age: Sequence[float]) -> ConnectivityRidge:
@@ -168,7 +182,8 @@ class ConnectivityRidge:
         """The fitted read-out as JSON values and arrays (what a model folder stores); the
         harmoniser's arrays are prefixed ``harmoniser.``."""
         config = {"connectivity": self.connectivity, "lags": self.lags, "combine": self.combine,
-                  "anchor": self.anchor, "harmonise": self.harmonise, "targets": self.targets_,
+                  "anchor": self.anchor, "harmonise": self.harmonise, "site_scale": self.site_scale,
+                  "age_line": None if self.age_line_ is None else list(self.age_line_), "targets": self.targets_,
                   "alphas": [[float(a) for a in alphas] for alphas in self.alphas_], "harmoniser": None}
         arrays = {"weight": self.weight_, "bias": self.bias_, "whitening": self.whitening_,
                   "block_weights": self.block_weights_}
@@ -181,7 +196,9 @@ class ConnectivityRidge:
     def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> ConnectivityRidge:
         """A fitted read-out from :meth:`to_state`'s output."""
         readout = cls(config["connectivity"], config["lags"], config["combine"], config["anchor"],
-                      config.get("harmonise", False))
+                      config.get("harmonise", False), config.get("site_scale", False))
+        line = config.get("age_line")  # absent in folders written before the second pass existed
+        readout.age_line_ = None if line is None else (float(line[0]), float(line[1]))
         readout.targets_, readout.alphas_ = list(config["targets"]), config["alphas"]
         readout.weight_, readout.bias_ = np.asarray(arrays["weight"], np.float64), np.asarray(arrays["bias"], np.float64)
         readout.whitening_ = np.asarray(arrays["whitening"], np.float64)
@@ -189,6 +206,13 @@ class ConnectivityRidge:
         harmoniser = {k.removeprefix("harmoniser."): v for k, v in arrays.items() if k.startswith("harmoniser.")}
         readout.harmoniser_ = ComBatHarmoniser.from_state(config["harmoniser"], harmoniser) if config.get("harmoniser") else None
         return readout
+
+
+def _age_line(age: np.ndarray, predicted: np.ndarray) -> tuple[float, float] | None:
+    """``(slope, intercept)`` of ``predicted = slope * age + intercept``, or None when the
+    predictions barely follow age (a slope under 0.05 would make the de-biased age unbounded)."""
+    slope, intercept = np.polyfit(age, predicted, deg=1)
+    return (float(slope), float(intercept)) if slope >= 0.05 else None
 
 
 def _sites(sites: Sequence[str] | None, n: int) -> np.ndarray:

@@ -42,6 +42,8 @@ class ComBatHarmoniser:
     location is removed, ``x - sigma * gamma_site``, in which the age term cancels exactly;
     the scale cannot be undone without the subject's age (plugging in the training mean age
     shrinks the age effect by ``1 / sqrt(delta_site)``: 1.5 years more MAE, see the note).
+    :class:`~brainlit.baselines.readout.ConnectivityRidge` plugs in the age it predicts instead,
+    de-biased (its ``site_scale``).
 
     Args:
         n_knots: Interior knots of the age spline.

@@ -98,7 +98,7 @@ def test_the_fitted_readout_round_trips_as_json_values_and_arrays():
     config, arrays = readout.to_state()
     restored = ConnectivityRidge.from_state(json.loads(json.dumps(config)), arrays)
     np.testing.assert_array_equal(restored.predict(runs), readout.predict(runs))
-    assert restored.targets_ == ["age", "fluid"]
+    assert restored.targets_ == ["age", "fluid"] and restored.age_line_ == readout.age_line_
 
 
 def test_bad_settings_are_named():
@@ -106,3 +106,29 @@ def test_bad_settings_are_named():
         ConnectivityRidge("partial")
     with pytest.raises(ValueError, match="combine"):
         ConnectivityRidge(combine="median")
+
+
+def test_a_noisier_scanner_is_adapted_at_the_predicted_age_and_a_training_site_is_left_as_it_was():
+    """White noise at a new scanner scales the age effect on FC down: ComBat's scale, applied at
+    the read-out's own de-biased age prediction, takes back more of it than the location alone
+    (where the new site's age signal survives: near chance, the guess only adds noise)."""
+    def strong(n_subjects: int, seed: int):
+        runs, y = cohort(n_subjects=n_subjects, seed=seed)
+        for run, age in zip(runs, y["age"], strict=True):
+            run[2:4] += (age - 20) / 60 * run[0]  # age couples three edges here
+        return runs, y
+
+    runs, y = strong(200, seed=1)
+    new_runs, new_y = strong(100, seed=2)
+    rng = np.random.default_rng(3)
+    noisy = [run + 0.8 * rng.standard_normal(run.shape) for run in new_runs]
+    errors = {}
+    for site_scale in (False, True):
+        readout = ConnectivityRidge(anchor="age", site_scale=site_scale).fit(runs, y)
+        readout.adapt_site(noisy[:20], "scanner-2", new_y["age"][:20])
+        pred = readout.predict(noisy[20:], ["scanner-2"] * 80)[:, 0]
+        errors[site_scale] = np.abs(pred - new_y["age"][20:]).mean()
+        home = readout.predict(new_runs, None)  # the lone training site's effects are zero
+        np.testing.assert_allclose(home, readout.from_design(readout.features(new_runs)))
+    assert readout.age_line_ is not None and 0.05 < readout.age_line_[0] < 1.0
+    assert errors[True] < errors[False]
