@@ -221,7 +221,7 @@ def _diagnostics_section(diagnostics: Mapping[str, Mapping[str, float]]) -> list
     rows = [[variant, *(f"{values[n]:.3f}" if n in values else "n/a" for n in names)]
             for variant, values in diagnostics.items()]
     return ["## LMAE reconstruction", "",
-            "Masked-patch MSE on held-out subjects' whole runs, every filler on LMAE's masks "
+            "Masked-patch MSE on held-out subjects' runs, in windows of the training length, every filler on LMAE's masks "
             "(series are z-scored: zeros score about 1). Below 1 in the last column, LMAE beats "
             "the best simple filler.", "",
             *_markdown_table(["pretraining", *names], rows), ""]

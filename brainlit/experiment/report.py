@@ -57,7 +57,7 @@ def write_results(experiment: Experiment, results: pd.DataFrame, predictions: pd
         text = ", ".join(f"{t} {w:.2f}" for t, w in weights.items())
         print(f"\nbrainlit = read-out + w x (network - read-out), w per target ({config}, mean over folds): {text}")
     for variant, values in diagnostics.items():
-        print(f"\nLMAE reconstruction ({variant} masking), masked-patch MSE on held-out runs:")
+        print(f"\nLMAE reconstruction ({variant} masking), masked-patch MSE on held-out runs (training-length windows):")
         print(format_diagnostics(values))
     if skipped is not None and len(skipped):
         print(f"\nSkipped {len(skipped)} subject(s) for bad input:")
