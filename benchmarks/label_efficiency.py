@@ -89,7 +89,11 @@ def mechanism_rows(args: argparse.Namespace, mechanism: str) -> pd.DataFrame:
     for n in args.labelled:
         for repeat in range(args.repeats):
             draw = sorted(np.random.default_rng([args.seed, n, repeat]).choice(ids, n, replace=False).tolist())
-            cohort = subset(pool, root / f"n{n}_r{repeat}" / "cohort", draw)
+            cohort = root / f"n{n}_r{repeat}" / "cohort"
+            if (cohort / "participants.tsv").exists() and ids_of(cohort) != draw:
+                raise SystemExit(f"{cohort} holds another draw of {n} subjects (the pool is now {len(ids)}: "
+                                 "--labelled changed); its results would not be these. Use a new OUT.")
+            cohort = subset(pool, cohort, draw)
             for size, encoder in encoders.items():
                 name = f"corpus{size}{suffix(args) if size else ''}"
                 scores = cohort_results(args, cohort, encoder, root / f"n{n}_r{repeat}" / name)
