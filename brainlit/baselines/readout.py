@@ -138,7 +138,8 @@ class ConnectivityRidge:
         return self._harmonised(self.features(runs), sites)
 
     def _harmonised(self, features: np.ndarray, sites: Sequence[str] | None) -> np.ndarray:
-        """Each row less its site's location; rows of a site ComBat never saw stay as they are."""
+        """Each row less its site's location (and, with ``age_line_``, its scale at the de-biased
+        predicted age); rows of a site ComBat never saw stay as they are."""
         if self.harmoniser_ is None:
             return features
         sites = _sites(sites, len(features))
