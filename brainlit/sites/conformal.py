@@ -35,8 +35,8 @@ class ConformalIntervals:
     bins of the centre (Mondrian conformal: the width may follow noise that grows along the
     range); one bin is the default, since the unbiased centre's error has one spread and each
     bin's finite-sample rank widens the intervals. The sorted scores are stored, so any level
-    can be asked at apply time. The calibration fit
-    is cross-fitted (``folds``), so no score comes from a centre fit on its own subject.
+    can be asked at apply time. The calibration fit is cross-fitted (``folds``), so no score
+    comes from a centre fit on its own subject.
 
     Written here, not with MAPIE or crepes: both wrap a fitted estimator and save by pickle,
     whereas this needs only the pairs and stores two numbers and the scores.

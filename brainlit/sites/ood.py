@@ -106,9 +106,8 @@ class OutOfDistribution:
 
         Raises:
             BrainlitDataError: features not ``[N, F]`` and finite, profiles not one row per
-                subject, or too few subjects (fewer than ``checks / false_flag_rate - 1`` with one
-                check or two, or folds'
-                fits of ``n_components + 1`` or fewer).
+                subject, or too few subjects (fewer than ``checks / false_flag_rate - 1`` for one
+                check or two, or folds' fits of ``n_components + 1`` or fewer).
         """
         features = _features(features, "fit")
         n = len(features)
@@ -139,16 +138,18 @@ class OutOfDistribution:
     def p_values(self, features: ArrayLike, profiles: ArrayLike | None = None) -> np.ndarray:
         """``[N]`` conformal p-values: the share of cross-validated training distances at least as
         far; with the typicality check, twice the smaller of that and the typicality's p-value."""
-        return _both(*self._p_values(features, profiles))
+        scores = self._scores(features, profiles)
+        return _both(scores["p_distance"], scores["p_typical"])
 
-    def _p_values(self, features: ArrayLike, profiles: ArrayLike | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Each check's p-values (None for the typicality when it was not fit)."""
+    def _scores(self, features: ArrayLike, profiles: ArrayLike | None) -> dict[str, np.ndarray | None]:
+        """Each check's statistic and p-value (``typical`` and ``p_typical`` None when not fit)."""
         distance = self.distance_.distance(_features(features, "p_values", self.distance_.mean.size))
-        p_distance = _p_value(self.calibration_, distance, larger_is_rarer=True)
-        if self.template_ is None:
-            return p_distance, None
-        return p_distance, _p_value(self.typicality_calibration_, self.typicality_of(profiles, len(distance)),
-                                    larger_is_rarer=False)
+        scores = {"distance": distance, "p_distance": _p_value(self.calibration_, distance, larger_is_rarer=True),
+                  "typical": None, "p_typical": None}
+        if self.template_ is not None:
+            scores["typical"] = self.typicality_of(profiles, len(distance))
+            scores["p_typical"] = _p_value(self.typicality_calibration_, scores["typical"], larger_is_rarer=False)
+        return scores
 
     def typicality_of(self, profiles: ArrayLike | None, n: int) -> np.ndarray:
         """``[N]`` typicality of FC edges ``profiles [N, E]`` against the training template."""
@@ -177,12 +178,11 @@ class OutOfDistribution:
             failed check ("" when none).
         """
         features = _features(features, "assess", self.distance_.mean.size)
-        p_distance, p_typical = self._p_values(features, profiles)
+        scores = self._scores(features, profiles)
+        p_distance, typical, p_typical = scores["p_distance"], scores["typical"], scores["p_typical"]
         cut = self.false_flag_rate / (1 if p_typical is None else 2)
         reasons = [[f"features far from the training cohort (p={v:.2g})"] if v <= cut else [] for v in p_distance]
-        typical = np.full(len(features), np.nan)
         if p_typical is not None:
-            typical = self.typicality_of(profiles, len(features))
             for row in np.flatnonzero(p_typical <= cut):
                 reasons[row].append(f"FC unlike the training cohort's pattern (typicality {typical[row]:.2f}, "
                                     f"p={p_typical[row]:.2g}): check the atlas and the ROI order")
@@ -194,7 +194,8 @@ class OutOfDistribution:
             for row, fd in enumerate(_per_subject(mean_fd, len(features), "mean_fd")):
                 if fd > self.max_mean_fd:  # NaN (unknown) compares False
                     reasons[row].append(f"mean FD {fd:.2g} mm > {self.max_mean_fd:g} mm")
-        return pd.DataFrame({"ood_score": self.distance_.distance(features), "ood_typicality": typical,
+        return pd.DataFrame({"ood_score": scores["distance"],
+                             "ood_typicality": np.full(len(features), np.nan) if typical is None else typical,
                              "ood_p": _both(p_distance, p_typical),
                              "ood_flag": [bool(r) for r in reasons], "ood_reason": ["; ".join(r) for r in reasons]})
 
