@@ -143,3 +143,19 @@ def test_the_capability_toy_hides_the_speed_from_static_statistics_but_not_from_
     assert np.load(tmp_path / "sub-0006.npy").shape == (40, 4)
     written = pd.read_csv(tmp_path / "simulation/latents.tsv", sep="\t")
     assert list(written.columns) == ["participant_id", "dynamics_log_mean_dwell", "state_switches"]
+
+
+def test_the_new_site_table_measures_each_row_against_three_references():
+    import argparse
+
+    import new_site
+
+    def row(mae: float) -> dict:
+        return {"n": 80, "mae": mae, "coverage": 0.9, "coverage young": 0.9, "coverage middle": 0.9,
+                "coverage old": 0.9, "flagged": 0.05}
+    rows = {"no adaptation": row(12.0), "ComBat from 20 controls": row(11.5),
+            "the same people at training site 0 (reference)": row(11.0), new_site.SCANNER_ROW: row(11.75)}
+    table = new_site.render(rows, 12.5, argparse.Namespace(seed=81, sites=3, site_seed=None))
+    combat = next(line for line in table.splitlines() if line.startswith("| ComBat"))
+    # no excess over CV (12.0 < 12.5): "-"; half the paired excess; twice the excess over the scanner's own model
+    assert "| - | 50% | 200% |" in combat
