@@ -74,7 +74,8 @@ def main() -> None:
     scanner = simulate(args.out / ("held_out_scanner" if args.site_seed is None else "new_scanner"), args.subjects,
                        args.seed, "none", 150, "--sites", str(args.sites), "--site-seed", str(scanner_seed),
                        "--only-site", str(args.sites - 1))
-    train = subset(pool, args.out / "train", table.loc[table.site != held_out, "participant_id"].tolist())
+    training = table.loc[table.site != held_out, "participant_id"].tolist()
+    train = subset(pool, args.out / "train", training)
     new = table.loc[table.site == held_out, "participant_id"].tolist()
     site = subset(scanner, args.out / "site", new)
     controls = sorted(np.random.default_rng(args.seed).choice(new, args.controls, replace=False))
@@ -83,7 +84,7 @@ def main() -> None:
                              data_options=["--data.layout", "arrays"]))
     cv = results[(results.model == "brainlit") & (results.target == "age")]["mae"].mean()
     model = str(args.out / "experiment" / "model")
-    scanner_model = trained_at(scanner, table.loc[table.site != held_out, "participant_id"].tolist(), args)
+    scanner_model = trained_at(scanner, training, args)
     common = ["apply", "--model", model, "--root", str(site), "--data.layout", "arrays"]
     brainlit([*common, "--out", str(args.out / "raw.csv")])
     brainlit([*common, "--out", str(args.out / "adapted.csv"), "--controls", str(args.out / "controls.tsv")])
