@@ -78,8 +78,10 @@ def mechanism_rows(args: argparse.Namespace, mechanism: str) -> pd.DataFrame:
     """Every fold score of one mechanism: labelled size x repeat x corpus size x model."""
     root = Path(args.out) / mechanism
     pool = simulate(root / "pool", 2 * max(args.labelled), args.seed, mechanism, args.volumes)
-    corpus = simulate(root / "corpus", max(args.corpora), args.seed + 1000, mechanism, args.volumes) \
-        if max(args.corpora) else None
+    # One folder per largest size: a later, larger --corpora simulates anew beside it (the same
+    # seed, so the smaller corpora are its first subjects and their encoders are reused).
+    corpus = simulate(root / f"corpus_simulated{max(args.corpora)}", max(args.corpora), args.seed + 1000,
+                      mechanism, args.volumes) if max(args.corpora) else None
     ids = pd.read_csv(pool / "participants.tsv", sep="\t")["participant_id"].tolist()
     encoders = {0: None}
     for size in (c for c in args.corpora if c):
