@@ -6,7 +6,8 @@ corpus size is pretrained once (LMAE, a fixed number of optimiser steps) and exp
 means pretraining on the labelled cohort alone, the experiment's default. For each labelled
 size n and repeat, n subjects are drawn from the pool and ``python -m brainlit experiment``
 runs k-fold cross-validation on them once per corpus size, on identical folds: brainlit, its
-read-out, its network, the classical models and, the cohorts being simulated, the oracles.
+read-out, its network, the classical models and, the cohorts being simulated, the oracles;
+beside them a linear probe of each frozen encoder (ridge on its tokens' connectivity).
 
     python benchmarks/label_efficiency.py OUT                 # hours: the full cross
     python benchmarks/label_efficiency.py OUT --quick         # minutes: tiny sizes, QUICK configs
@@ -28,17 +29,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from cohorts import ids_of, simulate, subset
+from pretext_probe import connectivity, encoder_of, probe_model
 
 from brainlit.baselines.oracle import ORACLES
 from brainlit.baselines.run import READOUT
+from brainlit.data.cache import CacheReader
 from brainlit.experiment import Experiment, run
 from brainlit.metrics import corrected_paired_interval
 from brainlit.report import CLASSICAL
 from brainlit.stack import NETWORK
 
 log = logging.getLogger("label_efficiency")
-PAIRED = ("brainlit", READOUT, NETWORK)  # the rows a corpus changes (the read-out does not)
+PROBE, UNTRAINED = "encoder probe", "untrained encoder probe"
+BY_CORPUS = ("brainlit", NETWORK, PROBE)  # the rows a corpus changes (the read-out does not)
 
 
 def pretrain_corpus(args: argparse.Namespace, corpus: Path, folder: Path, pretext: str) -> Path:
@@ -74,6 +79,39 @@ def cohort_results(args: argparse.Namespace, cohort: Path, encoder: Path | None,
     return pd.read_csv(out / "results.csv")
 
 
+def probe_results(encoder: Path | None, out: Path) -> pd.DataFrame:
+    """A linear probe of the frozen encoder on the experiment's own folds (``probe.csv``).
+
+    Ridge on the tokens' connectivity of each whole run (``pretext_probe``), fit on every
+    labelled subject outside the test fold; ``encoder`` None means the one the experiment
+    pretrained on the labelled cohort, and then an untrained encoder of the same architecture
+    is probed too: what pretraining has to beat.
+    """
+    if (out / "probe.csv").exists():
+        return pd.read_csv(out / "probe.csv")
+    reader = CacheReader(out / "cache.h5")
+    ids = np.array(reader.subject_ids)
+    length = min(reader.n_timepoints(s) for s in ids)
+    runs = torch.from_numpy(np.stack([reader.timeseries(s)[:, :length] for s in ids]))
+    path = encoder or out / "pretrain" / "local" / "lmae.ckpt"
+    probes = {PROBE: True, **({} if encoder else {UNTRAINED: False})}
+    features = {name: connectivity(encoder_of(path, runs.shape[1], trained), runs) for name, trained in probes.items()}
+    predictions = pd.read_csv(out / "predictions.csv")
+    rows = []
+    for (target, repeat, fold), test in predictions[predictions.model == READOUT].groupby(["target", "repeat", "fold"]):
+        y = reader.phenotypes.reindex(ids)[target].to_numpy(float)
+        held = np.isin(ids, test.subject_id)
+        train = ~held & np.isfinite(y)
+        for name, x in features.items():
+            guess = probe_model().fit(x[train], y[train]).predict(x[held])
+            rows.append({"model": name, "target": target, "repeat": repeat, "fold": fold, "n_test": int(held.sum()),
+                         "mae": float(np.abs(guess - y[held]).mean()),
+                         "pearson_r": float(np.corrcoef(guess, y[held])[0, 1])})
+    frame = pd.DataFrame(rows)
+    frame.to_csv(out / "probe.csv", index=False)
+    return frame
+
+
 def mechanism_rows(args: argparse.Namespace, mechanism: str) -> pd.DataFrame:
     """Every fold score of one mechanism: labelled size x repeat x corpus size x model."""
     root = Path(args.out) / mechanism
@@ -98,7 +136,8 @@ def mechanism_rows(args: argparse.Namespace, mechanism: str) -> pd.DataFrame:
             cohort = subset(pool, cohort, draw)
             for size, encoder in encoders.items():
                 name = f"corpus{size}{suffix(args) if size else ''}"
-                scores = cohort_results(args, cohort, encoder, root / f"n{n}_r{repeat}" / name)
+                out = root / f"n{n}_r{repeat}" / name
+                scores = pd.concat([cohort_results(args, cohort, encoder, out), probe_results(encoder, out)])
                 frames.append(scores.assign(mechanism=mechanism, labelled=n, repeat=repeat, corpus=size))
     return pd.concat(frames, ignore_index=True)
 
@@ -149,31 +188,31 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def plot(scores: pd.DataFrame, path: Path, target: str = "age") -> None:
-    """MAE against labelled n per mechanism: brainlit per corpus size, and the other models once."""
+    """MAE against labelled n per mechanism: one colour per model, one marker per corpus size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     mechanisms = sorted(scores.mechanism.unique())
-    figure, axes = plt.subplots(1, len(mechanisms), figsize=(5 * len(mechanisms), 4), squeeze=False)
+    skipped = ("mean", "classical ensemble", "brainlit + classical")
+    shown = scores[~scores.model.isin(skipped) & ((scores.corpus == 0) | scores.model.isin(BY_CORPUS))]
+    palette = plt.get_cmap("tab20").colors
+    colour = dict(zip(sorted(shown.model.unique()), palette[::2] + palette[1::2], strict=False))
+    marker = dict(zip(sorted(shown.corpus.unique()), "os^Dv", strict=False))
+    figure, axes = plt.subplots(1, len(mechanisms), figsize=(5 * len(mechanisms) + 3, 4.5), squeeze=False)
     for ax, mechanism in zip(axes[0], mechanisms, strict=True):
-        rows = scores[(scores.mechanism == mechanism) & (scores.target == target)]
-        means = rows.groupby(["model", "corpus", "labelled"])["mae"].mean()
-        colours = iter(plt.get_cmap("tab20").colors)
-        for (model, corpus), line in means.groupby(level=[0, 1]):
-            skipped = ("mean", "classical ensemble", "brainlit + classical")
-            if model in skipped or (corpus and (model not in PAIRED or model == READOUT)):
-                continue  # the read-out and the classical models do not depend on the corpus
-            label = f"{model} (corpus {corpus})" if model in PAIRED and model != READOUT else model
+        rows = shown[(shown.mechanism == mechanism) & (shown.target == target)]
+        for (model, corpus), line in rows.groupby(["model", "corpus"])[["labelled", "mae"]]:
+            means = line.groupby("labelled")["mae"].mean()
             style = "-" if model == "brainlit" else "--" if model in ORACLES else ":"
-            ax.plot(line.index.get_level_values("labelled"), line.to_numpy(), style, marker="o", label=label,
-                    color=next(colours))
+            label = f"{model} (corpus {corpus})" if model in BY_CORPUS else model
+            ax.plot(means.index, means.to_numpy(), style, marker=marker[corpus], label=label, color=colour[model])
         sizes = sorted(rows["labelled"].unique())
         ax.set(xscale="log", xlabel="labelled subjects", ylabel=f"{target} MAE", title=mechanism)
         ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.minorticks_off()
-    axes[0][-1].legend(fontsize=7, loc="upper right")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 

@@ -24,12 +24,12 @@ import torch
 from measure import markdown_table
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from brainlit.baselines import TangentRidge
 from brainlit.data.cache import CacheReader
-from brainlit.models.contrastive import POOLS, reidentification_accuracy
+from brainlit.models.contrastive import POOLS, reidentification_accuracy, token_connectivity
 from brainlit.models.encoder import PatchEncoder
 from brainlit.tasks.checkpoints import load_encoder
 from brainlit.tasks.reid import fc_edges, run_halves
@@ -48,6 +48,17 @@ def encoder_of(path: Path, n_rois: int, trained: bool) -> PatchEncoder:
     return encoder.eval()
 
 
+def probe_model() -> Pipeline:
+    """The linear probe: standardised features, ridge with its penalty chosen by leave-one-out."""
+    return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 15)))
+
+
+@torch.no_grad()
+def connectivity(encoder: PatchEncoder, runs: torch.Tensor, batch: int = 50) -> np.ndarray:
+    """The tokens' connectivity ``[N, R (R - 1) / 2]`` of whole runs ``[N, R, T]``, a batch at a time."""
+    return torch.cat([token_connectivity(encoder(runs[i : i + batch])) for i in range(0, len(runs), batch)]).numpy()
+
+
 @torch.no_grad()
 def readings(encoder: PatchEncoder, runs: torch.Tensor, y: dict[str, np.ndarray]) -> list[dict]:
     """Per pooling: re-identification between run halves and 5-fold probe MAE per target."""
@@ -59,8 +70,7 @@ def readings(encoder: PatchEncoder, runs: torch.Tensor, y: dict[str, np.ndarray]
         row = {"pooling": name, "reid": reidentification_accuracy(*(pool(h) for h in halves))}
         pooled = pool(tokens).numpy()
         for target, values in y.items():
-            probe = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 15)))
-            row[target] = float(np.abs(cross_val_predict(probe, pooled, values, cv=folds) - values).mean())
+            row[target] = float(np.abs(cross_val_predict(probe_model(), pooled, values, cv=folds) - values).mean())
         rows.append(row)
     return rows
 
