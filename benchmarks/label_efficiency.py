@@ -96,10 +96,18 @@ def probe_results(encoder: Path | None, out: Path) -> pd.DataFrame:
     path = encoder or out / "pretrain" / "local" / "lmae.ckpt"
     probes = {PROBE: True, **({} if encoder else {UNTRAINED: False})}
     features = {name: connectivity(encoder_of(path, runs.shape[1], trained), runs) for name, trained in probes.items()}
-    predictions = pd.read_csv(out / "predictions.csv")
+    frame = probe_rows(features, reader.phenotypes.reindex(ids), pd.read_csv(out / "predictions.csv"))
+    frame.to_csv(out / "probe.csv", index=False)
+    return frame
+
+
+def probe_rows(features: dict[str, np.ndarray], phenotypes: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """Fold scores of a ridge probe per named feature matrix (rows in ``phenotypes``' order), on the
+    test folds of the read-out's rows of ``predictions``; trained on every other subject with a label."""
+    ids = phenotypes.index.to_numpy()
     rows = []
     for (target, repeat, fold), test in predictions[predictions.model == READOUT].groupby(["target", "repeat", "fold"]):
-        y = reader.phenotypes.reindex(ids)[target].to_numpy(float)
+        y = phenotypes[target].to_numpy(float)
         held = np.isin(ids, test.subject_id)
         train = ~held & np.isfinite(y)
         for name, x in features.items():
@@ -107,9 +115,7 @@ def probe_results(encoder: Path | None, out: Path) -> pd.DataFrame:
             rows.append({"model": name, "target": target, "repeat": repeat, "fold": fold, "n_test": int(held.sum()),
                          "mae": float(np.abs(guess - y[held]).mean()),
                          "pearson_r": float(np.corrcoef(guess, y[held])[0, 1])})
-    frame = pd.DataFrame(rows)
-    frame.to_csv(out / "probe.csv", index=False)
-    return frame
+    return pd.DataFrame(rows)
 
 
 def mechanism_rows(args: argparse.Namespace, mechanism: str) -> pd.DataFrame:

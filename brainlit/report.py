@@ -16,7 +16,7 @@ from brainlit.baselines.oracle import ORACLES
 from brainlit.baselines.run import READOUT
 from brainlit.ensembles import CLASSICAL_ENSEMBLE
 from brainlit.metrics import corrected_paired_interval
-from brainlit.stack import NETWORK
+from brainlit.stack import NETWORK, NO_PRETRAINING
 
 PAPER = {
     "age": {"mae": 5.343, "pearson_r": 0.928},
@@ -92,7 +92,8 @@ def paired_differences(results: pd.DataFrame) -> pd.DataFrame:
     Differences pair the same (repeat, fold); the CI is the corrected resampled t-interval
     (:func:`brainlit.metrics.corrected_paired_interval`) with ``n_test / n_train = 1 / (k - 1)``.
     Where brainlit's closed-form read-out was scored alone (``READOUT``), one more row gives
-    brainlit minus its read-out: what the network adds.
+    brainlit minus its read-out: what the network adds; where a pretraining ablation fine-tuned
+    the network from scratch too, one more gives the network minus that: what pretraining adds.
 
     Returns:
         Columns target, model, reference, n, diff_mean, diff_ci_low, diff_ci_high.
@@ -106,8 +107,8 @@ def paired_differences(results: pd.DataFrame) -> pd.DataFrame:
         best = str(classical.idxmin())
         for model in sorted({m for m in group.model if m not in (*CLASSICAL, *ORACLES)}, key=_model_rank):
             rows.append([target, model, best, *_paired(group, model, best)])
-        for model, readout in readout_pairs(group.model):
-            rows.append([target, model, readout, *_paired(group, model, readout)])
+        for model, reference in readout_pairs(group.model) + scratch_pairs(group.model):
+            rows.append([target, model, reference, *_paired(group, model, reference)])
     columns = ["target", "model", "reference", "n", "diff_mean", "diff_ci_low", "diff_ci_high"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -125,6 +126,18 @@ def readout_pairs(models: Iterable[str]) -> list[tuple[str, str]]:
         reference = own if own in models else READOUT
         if reference in models:
             pairs.append((model, reference))
+    return pairs
+
+
+def scratch_pairs(models: Iterable[str]) -> list[tuple[str, str]]:
+    """``(network pretrained by LMAE, the same network fine-tuned from scratch)`` wherever the
+    experiment's ``--pretrain_ablation`` scored both: what pretraining adds to the network."""
+    models = set(models)
+    pairs = []
+    for model in sorted(m for m in models if m.startswith(NETWORK)):
+        scratch = NETWORK + NO_PRETRAINING + model[len(NETWORK):]
+        if scratch in models:
+            pairs.append((model, scratch))
     return pairs
 
 
@@ -180,7 +193,8 @@ def _difference_lines(results: pd.DataFrame, target: str) -> list[str]:
     for row in paired_differences(results).query("target == @target").itertuples():
         interval = "" if math.isnan(row.diff_ci_low) else f" [{row.diff_ci_low:+.2f}, {row.diff_ci_high:+.2f}]"
         verdict = "lower" if row.diff_mean < 0 else "not lower"
-        role = "what the network adds" if row.reference.startswith(READOUT) else "best classical"
+        role = ("what the network adds" if row.reference.startswith(READOUT) else
+                "what pretraining adds to the network" if row.reference.startswith(NETWORK) else "best classical")
         lines.append(f"{row.model} - {row.reference} ({role}): MAE {row.diff_mean:+.2f}{interval} "
                      f"over {row.n} paired folds ({verdict})")
     return lines + oracle_gaps(results, target)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 NETWORK = "brainlit network"  # the networks alone, averaged: the second model brainlit combines
+NO_PRETRAINING = " (no pretraining)"  # ends the names of the models fine-tuned from scratch
 
 
 def share_weights(network: np.ndarray, readout: np.ndarray, y: np.ndarray, shrink: bool = False) -> np.ndarray:

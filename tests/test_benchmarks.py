@@ -159,3 +159,20 @@ def test_the_new_site_table_measures_each_row_against_three_references():
     combat = next(line for line in table.splitlines() if line.startswith("| ComBat"))
     # no excess over CV (12.0 < 12.5): "-"; half the paired excess; twice the excess over the scanner's own model
     assert "| - | 50% | 200% |" in combat
+
+
+def test_the_label_efficiency_probe_scores_each_encoder_on_the_experiment_s_own_folds():
+    from label_efficiency import READOUT, probe_rows
+
+    rng = np.random.default_rng(0)
+    ids = [f"sub-{i:02d}" for i in range(40)]
+    age = rng.uniform(20, 80, 40)
+    phenotypes = pd.DataFrame({"age": age}, index=pd.Index(ids, name="participant_id"))
+    informative = np.column_stack([age + rng.normal(0, 2, 40), rng.normal(size=(40, 5))])
+    folds = pd.DataFrame({"model": READOUT, "target": "age", "repeat": 0, "fold": np.arange(40) % 4,
+                          "subject_id": ids})
+    rows = probe_rows({"aged": informative, "noise": rng.normal(size=(40, 6))}, phenotypes,
+                      pd.concat([folds, folds.assign(model="brainlit")]))
+    assert len(rows) == 8 and set(rows.n_test) == {10}
+    means = rows.groupby("model")["mae"].mean()
+    assert means["aged"] < 4 < 10 < means["noise"]

@@ -114,8 +114,9 @@ def test_per_fold_pretraining_ablation_never_shows_test_subjects_to_lmae(tiny_ca
                      "--n_folds", "2", "--pretrain", "per_fold", "--pretrain_ablation", "true",
                      "--final_model", "false"])
     results = pd.read_csv(out / "results.csv")
-    brainlit = {"brainlit", "brainlit (random masking)", "brainlit (no pretraining)"}
-    assert brainlit <= set(results["model"])
+    variants = ("", " (random masking)", " (no pretraining)")
+    assert {f"{model}{variant}" for model in ("brainlit", "brainlit network") for variant in variants} \
+        <= set(results["model"])
     for fold in (0, 1):
         splits = pd.read_csv(out / "finetune_age" / "repeat0" / f"fold{fold}" / "splits.csv")
         test = set(splits.loc[splits.split == "test", "subject_id"])

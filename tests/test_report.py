@@ -59,6 +59,17 @@ def test_what_the_network_adds_is_brainlit_minus_its_readout_fold_by_fold(result
     assert "what the network adds" not in format_table(results)  # no read-out scored, no line
 
 
+def test_what_pretraining_adds_is_the_network_minus_the_one_fine_tuned_from_scratch(results):
+    networks = pd.DataFrame([(model, "age", k, 10, mae + k, 0.5) for model, mae in
+                             (("brainlit network", 4.0), ("brainlit network (no pretraining)", 5.0),
+                              ("brainlit network (random masking)", 4.5)) for k in range(3)], columns=results.columns)
+    diffs = paired_differences(pd.concat([results, networks])).set_index(["target", "model", "reference"])
+    assert diffs.loc[("age", "brainlit network", "brainlit network (no pretraining)")].diff_mean == pytest.approx(-1)
+    assert "brainlit network - brainlit network (no pretraining) (what pretraining adds to the network): MAE -1.00" \
+        in format_table(pd.concat([results, networks]))
+    assert "what pretraining adds" not in format_table(pd.concat([results, networks.iloc[:3]]))  # no scratch, no line
+
+
 def test_r_ignores_folds_too_small_to_correlate(results):
     tiny = pd.DataFrame([("brainlit", "age", 3, 2, 5.0, -1.0)], columns=results.columns)
     row = summarize(pd.concat([results, tiny])).set_index(["model", "target"]).loc[("brainlit", "age")]

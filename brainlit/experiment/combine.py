@@ -13,10 +13,10 @@ import pandas as pd
 
 from brainlit.baselines.run import READOUT
 from brainlit.experiment.context import Experiment, targets_of, write_atomically
-from brainlit.stack import NETWORK
+from brainlit.stack import NETWORK, NO_PRETRAINING
 
-# pretraining variant -> model name in the results; "none" fine-tunes from scratch
-VARIANTS = {"local": "brainlit", "random": "brainlit (random masking)", "none": "brainlit (no pretraining)"}
+# pretraining variant -> what its models' names end with in the results; "none" fine-tunes from scratch
+VARIANTS = {"local": "", "random": " (random masking)", "none": NO_PRETRAINING}
 
 
 def wide(frame: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
@@ -26,7 +26,7 @@ def wide(frame: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
 
 def combine_fold(experiment: Experiment, config: Path, fold: int, variant: str, readout_test: pd.DataFrame,
                  readout_oof: pd.DataFrame, network: pd.DataFrame, folder: Path) -> pd.DataFrame:
-    """The fold's brainlit (and, for the ``local`` variant, network-alone) test predictions.
+    """The fold's brainlit and network-alone test predictions of one pretraining variant.
 
     Args:
         readout_test: The read-out's test predictions of the fold (long table).
@@ -47,11 +47,9 @@ def combine_fold(experiment: Experiment, config: Path, fold: int, variant: str, 
     subjects = sorted(set(readout.index) & set(net.index))
     combined = pd.DataFrame(share.predict(readout.loc[subjects].to_numpy(), net.loc[subjects].to_numpy()),
                             index=subjects, columns=targets)
-    suffix = experiment.config_suffix(config)
-    rows = [_long(combined, test, VARIANTS[variant] + suffix, fold)]
-    if variant == "local":
-        rows.append(_long(net.loc[subjects], test, NETWORK + suffix, fold))
-    return pd.concat(rows, ignore_index=True)
+    suffix = VARIANTS[variant] + experiment.config_suffix(config)
+    return pd.concat([_long(combined, test, "brainlit" + suffix, fold),
+                      _long(net.loc[subjects], test, NETWORK + suffix, fold)], ignore_index=True)
 
 
 def _long(table: pd.DataFrame, truth: pd.DataFrame, model: str, fold: int) -> pd.DataFrame:
