@@ -207,7 +207,7 @@ def oracle_gaps(results: pd.DataFrame, target: str) -> list[str]:
     mae = results[results.target == target].groupby("model")["mae"].mean()
     classical = mae[[m for m in mae.index if m in CLASSICAL]]
     pairs = readout_pairs(mae.index)
-    shown = [m for pair in pairs for m in pair] + ([classical.idxmin()] if len(classical) else [])
+    shown = list(dict.fromkeys(m for pair in pairs for m in pair)) + ([classical.idxmin()] if len(classical) else [])
     return [_oracle_gap(mae, oracle, shown, pairs) for oracle in ORACLES if oracle in mae]
 
 

@@ -104,6 +104,9 @@ def test_the_report_says_how_far_each_model_is_from_the_oracle():
     lines = oracle_gaps(pd.concat([results, ceiling]), "age")
     assert len(lines) == 2 and lines[1].startswith(f"distance to the {SCAN_CEILING} (MAE 9.00)")
     assert "brainlit closes 50%" in lines[1]
+    variant = results[results.model == "brainlit"].assign(model="brainlit (no pretraining)")
+    (line,) = oracle_gaps(pd.concat([results, variant]), "age")
+    assert line.count("brainlit read-out +3.00") == 1  # one read-out for every pretraining variant
 
 
 def test_an_experiment_hands_a_simulated_cohorts_latents_to_the_oracles_and_nothing_elsewhere(tmp_path):
