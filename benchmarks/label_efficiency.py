@@ -29,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from cohorts import ids_of, simulate, subset
-from pretext_probe import connectivity, encoder_of, probe_model
+from pretext_probe import connectivity, encoder_of, probe_model, whole_runs
 
 from brainlit.baselines.oracle import ORACLES
 from brainlit.baselines.run import READOUT
@@ -90,13 +89,11 @@ def probe_results(encoder: Path | None, out: Path) -> pd.DataFrame:
     if (out / "probe.csv").exists():
         return pd.read_csv(out / "probe.csv")
     reader = CacheReader(out / "cache.h5")
-    ids = np.array(reader.subject_ids)
-    length = min(reader.n_timepoints(s) for s in ids)
-    runs = torch.from_numpy(np.stack([reader.timeseries(s)[:, :length] for s in ids]))
+    runs = whole_runs(reader)
     path = encoder or out / "pretrain" / "local" / "lmae.ckpt"
     probes = {PROBE: True, **({} if encoder else {UNTRAINED: False})}
     features = {name: connectivity(encoder_of(path, runs.shape[1], trained), runs) for name, trained in probes.items()}
-    frame = probe_rows(features, reader.phenotypes.reindex(ids), pd.read_csv(out / "predictions.csv"))
+    frame = probe_rows(features, reader.phenotypes.reindex(reader.subject_ids), pd.read_csv(out / "predictions.csv"))
     frame.to_csv(out / "probe.csv", index=False)
     return frame
 

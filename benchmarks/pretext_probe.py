@@ -48,6 +48,12 @@ def encoder_of(path: Path, n_rois: int, trained: bool) -> PatchEncoder:
     return encoder.eval()
 
 
+def whole_runs(reader: CacheReader) -> torch.Tensor:
+    """Every cached subject's run ``[N, R, T]``, in ``reader.subject_ids`` order, cut to the shortest."""
+    length = min(reader.n_timepoints(s) for s in reader.subject_ids)
+    return torch.from_numpy(np.stack([reader.timeseries(s)[:, :length] for s in reader.subject_ids]))
+
+
 def probe_model() -> Pipeline:
     """The linear probe: standardised features, ridge with its penalty chosen by leave-one-out."""
     return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 15)))
@@ -97,8 +103,7 @@ def main() -> None:
     args = parser.parse_args()
     reader = CacheReader(args.cache)
     ids = reader.subject_ids
-    length = min(reader.n_timepoints(s) for s in ids)
-    runs = torch.from_numpy(np.stack([reader.timeseries(s)[:, :length] for s in ids]))  # [N, R, T]
+    runs = whole_runs(reader)
     table = reader.phenotypes.reindex(ids)
     y = {t: table[t].to_numpy(float) for t in TARGETS}
     names = args.names or [p.stem for p in args.checkpoints]
