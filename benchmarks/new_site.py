@@ -15,6 +15,7 @@ information no adaptation can restore; the excess over this row is the part that
 
     python benchmarks/new_site.py OUT [--subjects 300] [--sites 3] [--controls 20] [--seed 81]
     python benchmarks/new_site.py OUT --site-seed 7     # the held-out site drawn with other effects
+    python benchmarks/new_site.py OUT --held-out-tr 0.8 # the held-out scanner at another TR (resampled)
 
 It writes ``OUT/new_site.md`` and prints it.
 """
@@ -62,6 +63,8 @@ def main() -> None:
     parser.add_argument("--controls", type=int, default=20)
     parser.add_argument("--seed", type=int, default=81)
     parser.add_argument("--site-seed", type=int, default=None, help="another draw of the held-out site's effects")
+    parser.add_argument("--held-out-tr", type=float, default=None,
+                        help="the held-out scanner's TR (s; runs as long as the others'), resampled at apply")
     parser.add_argument("--configs", default="configs/demo")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
@@ -69,11 +72,11 @@ def main() -> None:
     table = pd.read_csv(pool / "participants.tsv", sep="\t")
     held_out = f"site-{args.sites - 1}"
     # every subject scanned at the held-out scanner (the held-out people's scans are the pool's own),
-    # or at a new scanner of other effects
+    # or at a new scanner of other effects, or at another TR
     scanner_seed = args.seed if args.site_seed is None else args.site_seed
-    scanner = simulate(args.out / ("held_out_scanner" if args.site_seed is None else "new_scanner"), args.subjects,
-                       args.seed, "none", 150, "--sites", str(args.sites), "--site-seed", str(scanner_seed),
-                       "--only-site", str(args.sites - 1))
+    volumes, timing = held_out_timing(args)
+    scanner = simulate(args.out / scanner_name(args), args.subjects, args.seed, "none", volumes, *timing,
+                       "--site-seed", str(scanner_seed), "--only-site", str(args.sites - 1))
     training = table.loc[table.site != held_out, "participant_id"].tolist()
     train = subset(pool, args.out / "train", training)
     new = table.loc[table.site == held_out, "participant_id"].tolist()
@@ -85,14 +88,14 @@ def main() -> None:
     cv = results[(results.model == "brainlit") & (results.target == "age")]["mae"].mean()
     model = str(args.out / "experiment" / "model")
     scanner_model = trained_at(scanner, training, args)
-    common = ["apply", "--model", model, "--root", str(site), "--data.layout", "arrays"]
+    common = ["apply", "--model", model, "--root", str(site), *resampling(args)]
     brainlit([*common, "--out", str(args.out / "raw.csv")])
     brainlit([*common, "--out", str(args.out / "adapted.csv"), "--controls", str(args.out / "controls.tsv")])
     at_training_site = simulate(args.out / "training_scanner", args.subjects, args.seed, "none", 150,
                                 "--sites", str(args.sites), "--site-seed", str(args.seed), "--only-site", "0")
     brainlit(["apply", "--model", model, "--root", str(subset(at_training_site, args.out / "same_people", new)),
               "--data.layout", "arrays", "--out", str(args.out / "same_people.csv")])
-    brainlit(["apply", "--model", scanner_model, "--root", str(site), "--data.layout", "arrays",
+    brainlit(["apply", "--model", scanner_model, "--root", str(site), *resampling(args),
               "--out", str(args.out / "at_scanner.csv")])
     raw, adapted = pd.read_csv(args.out / "raw.csv"), pd.read_csv(args.out / "adapted.csv")
     same_people, at_scanner = pd.read_csv(args.out / "same_people.csv"), pd.read_csv(args.out / "at_scanner.csv")
@@ -110,13 +113,34 @@ def main() -> None:
 
 
 SCANNER_ROW = "a model trained at the held-out scanner (the same training people)"
+COHORT_TR = 2.0  # the simulator's TR, every training site's
+
+
+def scanner_name(args: argparse.Namespace) -> str:
+    """The folder of the cohort scanned at the held-out scanner."""
+    name = "held_out_scanner" if args.site_seed is None else "new_scanner"
+    return name if args.held_out_tr is None else f"{name}_tr{args.held_out_tr:g}"
+
+
+def held_out_timing(args: argparse.Namespace) -> tuple[int, list[str]]:
+    """Volumes and simulate options of the held-out scanner's runs: the training sites' 150 volumes
+    at 2 s, or as many seconds at ``--held-out-tr``."""
+    if args.held_out_tr is None:
+        return 150, ["--sites", str(args.sites)]
+    trs = [str(COHORT_TR)] * (args.sites - 1) + [str(args.held_out_tr)]
+    return round(150 * COHORT_TR / args.held_out_tr), ["--sites", str(args.sites), "--site-trs", *trs]
+
+
+def resampling(args: argparse.Namespace) -> list[str]:
+    """``--data.*`` options for the held-out site's runs: resampled to the models' TR when it has its own."""
+    return ["--data.layout", "arrays", *([] if args.held_out_tr is None else ["--data.resample_tr", "true"])]
 
 
 def trained_at(scanner: Path, training: list[str], args: argparse.Namespace) -> str:
     """The model folder of the experiment trained on the ``training`` people scanned at ``scanner``."""
     cohort = subset(scanner, args.out / "train_at_scanner", training)
     run(Experiment(str(cohort), str(args.out / "experiment_at_scanner"), args.configs, quick=args.quick,
-                   data_options=["--data.layout", "arrays"]))
+                   data_options=[*resampling(args), "--data.t_r", str(COHORT_TR)]))
     return str(args.out / "experiment_at_scanner" / "model")
 
 
@@ -150,7 +174,8 @@ def render(rows: dict[str, dict], cv: float, args: argparse.Namespace) -> str:
     none = rows["no adaptation"]["mae"]
     references = (cv, rows["the same people at training site 0 (reference)"]["mae"], rows[SCANNER_ROW]["mae"])
     lines = [f"# Brain age at a held-out site (seed {args.seed}, {args.sites} sites"
-             + (f", held-out scanner seed {args.site_seed})" if args.site_seed is not None else ")"), "",
+             + (f", held-out scanner seed {args.site_seed}" if args.site_seed is not None else "")
+             + (f", held-out TR {args.held_out_tr:g} s" if args.held_out_tr is not None else "") + ")", "",
              f"Same-site cross-validated MAE on the training sites: {cv:.2f} years. Excess removed: the share "
              "of the held-out site's MAE over it that a row removes; paired: the same over the same people at "
              "training site 0; at scanner: over a model trained at the held-out scanner (what can be removed).", "",

@@ -1,8 +1,9 @@
 """``python -m brainlit apply``: a model folder applied to a new cohort, at the model's site or a new one.
 
 The new cohort is parcellated with the model's atlas and cleaning options at the model's TR;
-runs at another TR (beyond the parcellator's 1 % tolerance) are rejected, not resampled:
-resampling changes the spectrum the model learnt from. The brain-age bias correction is the
+runs at another TR (beyond the parcellator's 1 % tolerance) are rejected unless
+``--data.resample_tr true`` resamples them to the model's TR (a run from a longer TR then lacks
+the frequencies between its Nyquist frequency and the model's). The brain-age bias correction is the
 training cohort's unless ``--refit_bias`` refits it on the controls. With ``--controls`` the
 read-out's harmonisation learns the new site's scanner effects from those subjects (ages
 known), and they are left out of the summary scores.
@@ -113,8 +114,8 @@ def _cohort(model: BrainAgeModel, args) -> Cohort:  # noqa: ANN001 - the parsed 
     options = args.data.as_dict()
     t_r = model.card["data"]["t_r"]
     if t_r and options["t_r"] and abs(options["t_r"] / t_r - 1) > 0.01:
-        raise BrainlitConfigError(f"--data.t_r {options['t_r']} s differs from the model's TR {t_r} s: runs at "
-                                  "another TR are not resampled.")
+        raise BrainlitConfigError(f"--data.t_r {options['t_r']} s differs from the model's TR {t_r} s: keep the "
+                                  "model's, and pass --data.resample_tr true to resample runs of another TR to it.")
     datamodule = FMRIDataModule(root=args.root, atlas=_checked_atlas(model.card, args.atlas), targets=[], **options)
     report = datamodule.prepare_data()
     return Cohort.from_cache(datamodule.reader, report)

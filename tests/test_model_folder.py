@@ -147,3 +147,21 @@ def test_apply_refuses_another_atlas_naming_both(fitted, tiny_bids, tmp_path, ca
               "--out", str(tmp_path / "p.csv")])
     err = capsys.readouterr().err.splitlines()[-1]
     assert err.startswith(f"error: --atlas {other} (sha256 ") and "trained with (atlas.nii.gz, sha256 " in err
+
+
+def test_apply_resamples_a_cohort_at_another_tr_only_when_asked(fitted, tmp_path, capsys):
+    _, ckpt, _ = fitted
+    main(["export", ckpt, str(tmp_path / "model")])
+    from brainlit.data.simulate.cohort import simulate_cohort
+
+    fast = tmp_path / "fast"  # the training cohort's 160 s at TR 0.8 s: 200 volumes, 80 at the model's 2 s
+    simulate_cohort(fast, n_subjects=4, n_rois=16, n_volumes=200, t_r=0.8, seed=3)
+    args = ["apply", "--model", str(tmp_path / "model"), "--root", str(fast), "--atlas", str(fast / "atlas.nii.gz")]
+    with pytest.raises(SystemExit):
+        main([*args, "--out", str(tmp_path / "rejected.csv")])
+    err = capsys.readouterr().err
+    assert "every run was skipped" in err and "TR 0.800 s differs from the cohort's 2.000 s; set data.resample_tr true" in err
+    main([*args, "--out", str(tmp_path / "resampled.csv"), "--data.resample_tr", "true"])
+    resampled = pd.read_csv(tmp_path / "resampled.csv")
+    assert len(resampled) == 4 and resampled["age_pred"].notna().all()
+    assert CacheReader(tmp_path / "resampled.cache.h5").n_timepoints(resampled["subject_id"][0]) == 80

@@ -33,7 +33,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from brainlit.data.parallel import Backend, Progress, parallel_backend
-from brainlit.data.parcellate import Parcellator, run_tr
+from brainlit.data.parcellate import Parcellator, run_tr, tr_differs
 from brainlit.data.sources import SubjectRecord
 from brainlit.errors import BrainlitDataError, BrainlitError, BrainlitOutputError
 from brainlit.logs import log_once
@@ -177,16 +177,22 @@ def _write(h5: h5py.File, record: SubjectRecord, series: np.ndarray, t_r: float)
     h5.flush()
 
 
-def cohort_tr(records: list[SubjectRecord], t_r: float | None) -> float | None:
-    """The configured TR, else the most common TR the runs declare (header or array sidecar)."""
-    if t_r:
-        return t_r
+def declared_trs(records: list[SubjectRecord]) -> Counter:
+    """How many runs declare each TR (header or array sidecar, to the ms)."""
     trs = Counter()
     for record in records:
         try:
             trs[round(run_tr(record), 3)] += 1
         except Exception:  # unreadable runs, and arrays without a TR, are reported when parcellated
             continue
+    return trs
+
+
+def cohort_tr(records: list[SubjectRecord], t_r: float | None) -> float | None:
+    """The configured TR, else the most common TR the runs declare (header or array sidecar)."""
+    if t_r:
+        return t_r
+    trs = declared_trs(records)
     return trs.most_common(1)[0][0] if trs else None
 
 
@@ -270,9 +276,13 @@ def _update(path: Path, records: list[SubjectRecord], parcellator: Parcellator,
         todo = [r for r in records if not _reusable(h5, r)]
         report.reused = len(records) - len(todo)
         if todo:
+            expected_tr = cohort_tr(records, parcellator.t_r)
+            if parcellator.params["resample_tr"]:
+                for t_r, n in sorted(declared_trs(todo).items()):
+                    if tr_differs(t_r, expected_tr):
+                        log.info("%d runs at TR %.3g s: resampled to the cohort's %.3g s", n, t_r, expected_tr)
             with parallel_backend(*workers):
-                _parcellate(h5, todo, cohort_tr(records, parcellator.t_r), parcellator, report,
-                            on_error, n_jobs=workers[2])
+                _parcellate(h5, todo, expected_tr, parcellator, report, on_error, n_jobs=workers[2])
         _write_phenotypes(h5, phenotypes)
     return report
 

@@ -99,6 +99,9 @@ class FMRIDataModule(L.LightningDataModule):
         low_pass: Low-pass cut-off in Hz, or null.
         high_pass: High-pass cut-off in Hz, or null.
         t_r: Cohort TR in seconds; null takes the most common header TR.
+        resample_tr: Resample runs of another TR to the cohort's instead of skipping them
+            (filtered at their own TR, polyphase-resampled, z-scored again): a site scanned at
+            another TR joins the cohort, or a model's TR at ``apply``.
         min_timepoints: Shorter runs are rejected.
         on_error: ``skip`` lists bad subjects in ``<cache>.skipped.tsv``; ``raise`` stops.
         n_jobs: Worker processes for parcellation.
@@ -151,6 +154,7 @@ class FMRIDataModule(L.LightningDataModule):
         low_pass: float | None = None,
         high_pass: float | None = None,
         t_r: float | None = None,
+        resample_tr: bool = False,
         min_timepoints: int = 100,
         on_error: Literal["skip", "raise"] = "skip",
         n_jobs: int = 1,
@@ -178,7 +182,7 @@ class FMRIDataModule(L.LightningDataModule):
         self.cache_path = Path(cache_path) if cache_path else self.root / "brainlit_cache.h5"
         self.parcellator = Parcellator(atlas, sphere_radius, confounds, global_signal, detrend,
                                        standardize, low_pass, high_pass, t_r, min_timepoints,
-                                       array_key, array_layout)
+                                       array_key, array_layout, resample_tr)
         self.on_error, self.n_jobs = on_error, n_jobs
         self.targets = ["age"] if targets is None else list(targets)
         self.n_folds, self.fold, self.val_fraction, self.seed = n_folds, fold, val_fraction, seed

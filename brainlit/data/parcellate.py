@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,7 @@ import pandas as pd
 from nilearn import signal
 from nilearn.maskers import NiftiLabelsMasker, NiftiMapsMasker, NiftiSpheresMasker
 from scipy import ndimage
+from scipy.signal import resample_poly
 
 from brainlit.data.arrays import (
     ArrayFileError,
@@ -62,6 +64,22 @@ def run_tr(record: SubjectRecord) -> float | None:
     return sidecar_tr(record.sidecar_path) if record.sidecar_path is not None else None
 
 
+def tr_differs(t_r: float, expected_tr: float | None) -> bool:
+    """Whether a run's TR is more than 1 % from the cohort's (never, without a cohort TR)."""
+    return bool(expected_tr) and not abs(t_r - expected_tr) <= 0.01 * expected_tr
+
+
+def resample_series(series: np.ndarray, t_r: float, to_tr: float) -> np.ndarray:
+    """``[T, R]`` series sampled every ``t_r`` s, resampled to one sample every ``to_tr`` s.
+
+    scipy's polyphase resampling by the rational ratio nearest ``t_r / to_tr`` (denominator at
+    most 100: a TR within 0.05 % for TRs of 0.5-3 s): its anti-aliasing low-pass keeps what lies
+    below the slower rate's Nyquist frequency; the ends are padded by a fitted line.
+    """
+    ratio = Fraction(t_r / to_tr).limit_denominator(100)
+    return resample_poly(series, ratio.numerator, ratio.denominator, axis=0, padtype="line")
+
+
 def label_centres(atlas: str | Path) -> np.ndarray:
     """ROI centres ``[R, 3]`` (world mm) of a labels atlas, one per label the masker extracts.
 
@@ -95,8 +113,13 @@ class Parcellator:
         low_pass: Low-pass cut-off in Hz (None: off).
         high_pass: High-pass cut-off in Hz (None: off).
         t_r: Expected TR in seconds; a run whose TR (NIfTI header, or the ``RepetitionTime``
-            of an array's sidecar JSON) differs by more than 1 % is rejected. None takes each
-            run's own TR.
+            of an array's sidecar JSON) differs by more than 1 % is rejected, or resampled.
+            None takes each run's own TR.
+        resample_tr: Resample a run of another TR to the expected one instead of rejecting it:
+            cleaned (filtered) at its own TR, resampled (:func:`resample_series`), z-scored
+            again when ``standardize``. A run resampled from a longer TR has nothing above its
+            own Nyquist frequency. With ``confounds: scrubbing`` the kept volumes are treated
+            as evenly spaced. Off by default: a model then sees only runs at its own TR.
         min_timepoints: Runs with fewer volumes are rejected.
         array_key: Variable/dataset holding the series in ``.mat``/HDF5 arrays; None takes
             the file's only numeric matrix.
@@ -119,13 +142,14 @@ class Parcellator:
         min_timepoints: int = 100,
         array_key: str | None = None,
         array_layout: ArrayLayout = "TR",
+        resample_tr: bool = False,
     ) -> None:
         self.atlas = atlas or "power264"
         self.params = {
             "atlas": self.atlas, "sphere_radius": sphere_radius, "confounds": confounds,
             "global_signal": global_signal, "detrend": detrend, "standardize": standardize,
             "low_pass": low_pass, "high_pass": high_pass, "t_r": t_r, "min_timepoints": min_timepoints,
-            "array_key": array_key, "array_layout": array_layout,
+            "array_key": array_key, "array_layout": array_layout, "resample_tr": resample_tr,
         }
         self.t_r, self.min_timepoints = t_r, min_timepoints
 
@@ -193,16 +217,28 @@ class Parcellator:
             series, t_r = self._from_array(record, expected_tr)
         else:
             series, t_r = self._from_nifti(record, expected_tr)
+        if self.params["resample_tr"] and tr_differs(t_r, expected_tr):
+            series, t_r = self._resampled(series, t_r, expected_tr), expected_tr
         if not np.isfinite(series).all():
             raise BrainlitDataError(_msg(record, "the extracted series has NaN/Inf values", "check the run's brain coverage against the atlas"))
         return series.T.astype(np.float32), t_r
+
+    def _resampled(self, series: np.ndarray, t_r: float, to_tr: float) -> np.ndarray:
+        resampled = resample_series(series, t_r, to_tr)
+        if not self.params["standardize"]:
+            return resampled
+        return (resampled - resampled.mean(0)) / np.maximum(resampled.std(0, ddof=1), np.finfo(float).tiny)
+
+    def _filter_tr(self, t_r: float, expected_tr: float | None) -> float:
+        """The TR the cleaning filters at: the run's own where it is resampled afterwards."""
+        return t_r if self.params["resample_tr"] and tr_differs(t_r, expected_tr) else expected_tr or t_r
 
     def _from_nifti(self, record: SubjectRecord, expected_tr: float | None) -> tuple[np.ndarray, float]:
         img = load_bold(record)
         t_r = read_tr(record.bold_path)
         self._check_run(record, img.shape[3], t_r, expected_tr)
         confounds, sample_mask = self._confounds(record, img.shape[3])
-        masker = self._masker(expected_tr or t_r)
+        masker = self._masker(self._filter_tr(t_r, expected_tr))
         try:
             return masker.fit_transform(img, confounds=confounds, sample_mask=sample_mask), t_r
         except ValueError as error:  # e.g. spheres outside the run's field of view
@@ -222,7 +258,8 @@ class Parcellator:
         p = self.params
         cleaned = signal.clean(
             series, detrend=p["detrend"], standardize="zscore_sample" if p["standardize"] else None,
-            low_pass=p["low_pass"], high_pass=p["high_pass"], t_r=expected_tr or sidecar_t_r,
+            low_pass=p["low_pass"], high_pass=p["high_pass"],
+            t_r=self._filter_tr(sidecar_t_r, expected_tr) if sidecar_t_r else expected_tr,
         )
         return cleaned, t_r
 
@@ -246,11 +283,15 @@ class Parcellator:
                 "re-export it with the cohort's atlas or drop this subject"))
 
     def _check_run(self, record: SubjectRecord, n_volumes: int, t_r: float, expected_tr: float | None) -> None:
-        if n_volumes < self.min_timepoints:
-            raise BrainlitDataError(_msg(record, f"run too short: {n_volumes} volumes < min_timepoints {self.min_timepoints}", "lower data.min_timepoints or drop this subject"))
-        if expected_tr and not abs(t_r - expected_tr) <= 0.01 * expected_tr:
+        other_tr = tr_differs(t_r, expected_tr)
+        resampled = other_tr and self.params["resample_tr"] and np.isfinite(t_r)
+        kept = round(n_volumes * t_r / expected_tr) if resampled else n_volumes
+        if kept < self.min_timepoints:
+            at = f" ({kept} at the cohort's TR {expected_tr:.3f} s)" if resampled else ""
+            raise BrainlitDataError(_msg(record, f"run too short: {n_volumes} volumes{at} < min_timepoints {self.min_timepoints}", "lower data.min_timepoints or drop this subject"))
+        if other_tr and not resampled:
             source = f" (RepetitionTime in {record.sidecar_path})" if record.bold_path is None else ""
-            raise BrainlitDataError(_msg(record, f"TR {t_r:.3f} s{source} differs from the cohort's {expected_tr:.3f} s", "resample the run, fix its TR or set data.t_r"))
+            raise BrainlitDataError(_msg(record, f"TR {t_r:.3f} s{source} differs from the cohort's {expected_tr:.3f} s", "set data.resample_tr true to resample it, fix its TR or set data.t_r"))
 
     def _confounds(self, record: SubjectRecord, n_volumes: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """nilearn's regressors and sample mask for the run (see :mod:`brainlit.data.confounds`)."""

@@ -60,11 +60,43 @@ def test_bad_runs_name_subject_file_and_what_to_do(tmp_path, bids, make, message
     assert "; " in text  # followed by what to do
 
 
+def slow_run(path, t_r, seconds=240.0):
+    """A run whose six regions carry slow sinusoids (0.01-0.035 Hz), sampled every ``t_r`` s."""
+    times = np.arange(0, seconds, t_r)
+    region_signal = np.stack([np.sin(2 * np.pi * (0.005 + 0.005 * r) * times + r) for r in range(7)])
+    noise = np.random.default_rng(0).standard_normal((*SHAPE, len(times)))
+    return write_bold(path, t_r=t_r, data=100 + 5 * region_signal[labels_atlas()] + 0.01 * noise)
+
+
+def test_a_run_at_another_tr_is_resampled_to_the_cohort_s_when_asked(tmp_path, bids):
+    # the same slow signals scanned at TR 2 s (the cohort's) and at TR 0.8 s
+    slow_run(tmp_path / "sub-a_bold.nii.gz", 2.0)
+    slow_run(tmp_path / "sub-b_bold.nii.gz", 0.8)
+    options = dict(atlas=str(bids / "atlas.nii.gz"), t_r=2.0, min_timepoints=50, detrend=False)
+    at_cohort_tr, _ = Parcellator(**options).transform(record(tmp_path / "sub-a_bold.nii.gz", "sub-a"))
+    with pytest.raises(BrainlitDataError, match="TR 0.800 s differs.*set data.resample_tr true"):
+        Parcellator(**options).transform(record(tmp_path / "sub-b_bold.nii.gz", "sub-b"))
+    resampled, t_r = Parcellator(**options, resample_tr=True).transform(record(tmp_path / "sub-b_bold.nii.gz", "sub-b"))
+    assert t_r == 2.0 and resampled.shape == at_cohort_tr.shape == (6, 120)
+    np.testing.assert_allclose(resampled.mean(1), 0, atol=1e-5)
+    np.testing.assert_allclose(resampled.std(1, ddof=1), 1, atol=1e-4)
+    inner = slice(5, -5)  # the ends are padded
+    assert np.abs(resampled[:, inner] - at_cohort_tr[:, inner]).max() < 0.01
+
+
+def test_a_resampled_run_must_still_be_long_enough_at_the_cohort_s_tr(tmp_path, bids):
+    slow_run(tmp_path / "sub-b_bold.nii.gz", 1.0, seconds=80.0)  # 80 volumes at 1 s: 40 at 2 s
+    parcellator = Parcellator(str(bids / "atlas.nii.gz"), t_r=2.0, min_timepoints=50, resample_tr=True)
+    with pytest.raises(BrainlitDataError, match=r"sub-b .*run too short: 80 volumes \(40 at the cohort's TR 2.000 s\)"):
+        parcellator.transform(record(tmp_path / "sub-b_bold.nii.gz", "sub-b"))
+
+
 def test_fingerprint_changes_with_atlas_bytes_and_parameters(bids, tmp_path):
     atlas = bids / "atlas.nii.gz"
     base = Parcellator(str(atlas)).fingerprint()
     assert Parcellator(str(atlas)).fingerprint() == base
     assert Parcellator(str(atlas), low_pass=0.1).fingerprint() != base
+    assert Parcellator(str(atlas), resample_tr=True).fingerprint() != base
     nib.save(nib.Nifti1Image(labels_atlas(3), AFFINE), atlas)
     assert Parcellator(str(atlas)).fingerprint() != base
 
