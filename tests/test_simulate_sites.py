@@ -98,6 +98,23 @@ def test_a_multi_site_arrays_cohort_records_sites_motion_and_trs(tmp_path):
     assert list(sites["site"]) == ["site-0", "site-1"] and "gain_8" in sites
 
 
+def test_a_cohort_of_two_trs_keeps_one_site_or_both_resampled_to_the_configured_tr(tmp_path):
+    from brainlit.data.datamodule import FMRIDataModule
+
+    simulate_cohort(tmp_path, n_subjects=8, n_rois=8, n_volumes=40, seed=2, layout="arrays",
+                    sites=SiteSpec(2, t_rs=(2.0, 2.5)))
+    site = pd.read_csv(tmp_path / "participants.tsv", sep="\t").set_index("participant_id")["site"]
+    options = dict(root=str(tmp_path), layout="arrays", t_r=2.0, min_timepoints=20, targets=["age"])
+    kept = FMRIDataModule(**options, cache_path=str(tmp_path / "one.h5"))
+    kept.prepare_data()
+    assert sorted(kept.reader.subject_ids) == sorted(site.index[site == "site-0"])
+    both = FMRIDataModule(**options, resample_tr=True, cache_path=str(tmp_path / "both.h5"))
+    both.prepare_data()
+    assert sorted(both.reader.subject_ids) == sorted(site.index)
+    lengths = {both.reader.n_timepoints(s) for s in site.index[site == "site-1"]}
+    assert lengths == {50} and both.repetition_time == 2.0  # 40 volumes at 2.5 s: 100 s, 50 at 2 s
+
+
 def test_one_chosen_site_with_new_subjects_and_a_new_scanner_from_the_cli(tmp_path):
     main([str(tmp_path / "train"), "--n-subjects", "4", "--n-volumes", "20", "--sites", "3",
           "--site-trs", "2.0", "2.5", "2.0", "--n-jobs", "1"])
