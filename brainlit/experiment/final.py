@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from brainlit.baselines.fc_ridge import fc_features
+from brainlit.baselines.readout import ConnectivityRidge
 from brainlit.baselines.run import READOUT
 from brainlit.data.cache import CacheReader
 from brainlit.data.sources import SITE
@@ -28,7 +29,7 @@ from brainlit.experiment.network import network_checkpoints
 from brainlit.experiment.pretrain import corpus_card
 from brainlit.model_folder import ModelParts, bias_correction, networks_of, write_model_folder
 from brainlit.sites.conformal import ConformalIntervals
-from brainlit.sites.ood import OutOfDistribution
+from brainlit.sites.ood import OutOfDistribution, crop_lengths
 from brainlit.stack import NETWORK
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def final_parts(experiment: Experiment, config: Path, results: pd.DataFrame, pre
     ages = phenotypes["age"] if "age" in phenotypes and phenotypes["age"].notna().all() else None
     readout = copy.deepcopy(experiment.stack.readout).fit(runs, y, sites, ages)
     networks, data = networks_of(network_checkpoints(experiment, config))
-    ood = ood_reference(readout.design(runs, sites), fc_features(runs), int(data["window"]))
+    ood = ood_reference(readout, runs, sites, int(data["window"]))
     oof = out_of_fold(predictions, targets, {READOUT: "readout", NETWORK + suffix: "network", "brainlit" + suffix: "brainlit"})
     combination = copy.deepcopy(experiment.stack.combination).fit(
         oof["readout"].to_numpy(), oof["network"].to_numpy(), oof["truth"].to_numpy(), targets)
@@ -72,11 +73,16 @@ def final_parts(experiment: Experiment, config: Path, results: pd.DataFrame, pre
     return ModelParts(networks, data, readout, combination, intervals, ood, card)
 
 
-def ood_reference(features: np.ndarray, profiles: np.ndarray, window: int) -> OutOfDistribution | None:
+def ood_reference(readout: ConnectivityRidge, runs: list[np.ndarray], sites: list[str] | None,
+                  window: int) -> OutOfDistribution | None:
     """The out-of-distribution reference of the training cohort's read-out features and FC edges
-    (None, with a warning, for a cohort too small to calibrate it)."""
+    of their ``[R, T]`` runs, also calibrated for runs cut to fewer volumes, down to the model's
+    ``window`` (None, with a warning, for a cohort too small to calibrate it)."""
+    volumes = min(run.shape[1] for run in runs)
+    cropped = {length: (readout.design([run[:, :length] for run in runs], sites),
+                        fc_features([run[:, :length] for run in runs])) for length in crop_lengths(window, volumes)}
     try:
-        return OutOfDistribution(min_volumes=window).fit(features, profiles)
+        return OutOfDistribution(min_volumes=window).fit(readout.design(runs, sites), fc_features(runs), volumes, cropped)
     except BrainlitDataError as error:
         log.warning("No out-of-distribution reference: %s", error)
         return None

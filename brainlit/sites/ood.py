@@ -6,7 +6,9 @@ Evidence for the defaults: ``docs/research/ood.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,6 +51,14 @@ class _Subspace:
         return ((projected**2 / self.variances).sum(1) + residual / self.residual_variance) / z.shape[1]
 
 
+def crop_lengths(min_volumes: int, volumes: int, n: int = 3) -> list[int]:
+    """Up to ``n`` run lengths from ``min_volumes`` to below ``volumes``, evenly spaced on a log
+    scale: the shorter runs a detector is calibrated for (none when ``volumes <= min_volumes``)."""
+    if volumes <= min_volumes:
+        return []
+    return sorted({round(v) for v in np.geomspace(min_volumes, volumes, n + 1)[:-1]})
+
+
 def typicality(profiles: np.ndarray, template: np.ndarray) -> np.ndarray:
     """``[N]`` Pearson correlation of each subject's FC edges ``profiles [N, E]`` with the
     ``template [E]`` (the training cohort's mean edges): typicality of FC, Kopal et al. 2020."""
@@ -78,7 +88,11 @@ class OutOfDistribution:
     less typical). It is blind to a site's FC scaling and made for what the distance misses most
     often: an atlas or ROI order other than the training one. Both checks together keep the
     stated rate (Bonferroni: each flags at ``p <= false_flag_rate / 2``; ``ood_p`` is the smaller
-    p-value times two). Run flags need no fit: fewer volumes than
+    p-value times two). A shorter run estimates FC less precisely, so its features lie farther out
+    and its pattern is less typical: given the same subjects' features made from their runs cut
+    to fewer volumes (``cropped``), each length gets its own calibrations (the cut runs' held-out
+    distances and typicalities against the same folds' full-run fits), and a run is judged by
+    the longest calibrated length it reaches. Run flags need no fit: fewer volumes than
     ``min_volumes`` (the model's window), or a mean framewise displacement above
     ``max_mean_fd`` mm (Power et al. 2012; 2014).
 
@@ -100,14 +114,24 @@ class OutOfDistribution:
         self.false_flag_rate, self.n_components, self.folds, self.seed = false_flag_rate, n_components, folds, seed
         self.min_volumes, self.max_mean_fd = min_volumes, max_mean_fd
 
-    def fit(self, features: ArrayLike, profiles: ArrayLike | None = None) -> OutOfDistribution:
+    def fit(self, features: ArrayLike, profiles: ArrayLike | None = None, volumes: int | None = None,
+            cropped: dict[int, tuple[ArrayLike, ArrayLike | None]] | None = None) -> OutOfDistribution:
         """Fit the distance and its calibration on the training cohort's ``features [N, F]``, and
         the typicality check on their FC edges ``profiles [N, E]`` when given.
+
+        Args:
+            features: ``[N, F]`` read-out features of the training runs.
+            profiles: ``[N, E]`` their FC edges, for the typicality check.
+            volumes: The training runs' fewest volumes: runs at least this long are judged
+                against the full runs' calibration.
+            cropped: ``{length: (features, profiles)}`` of the same subjects, made from their runs
+                cut to ``length < volumes`` volumes (profiles None without the typicality check).
 
         Raises:
             BrainlitDataError: features not ``[N, F]`` and finite, profiles not one row per
                 subject, or too few subjects (fewer than ``checks / false_flag_rate - 1`` for one
-                check or two, or folds' fits of ``n_components + 1`` or fewer).
+                check or two, or folds' fits of ``n_components + 1`` or fewer), or cropped
+                lengths without ``volumes`` or not below it.
         """
         features = _features(features, "fit")
         n = len(features)
@@ -118,38 +142,67 @@ class OutOfDistribution:
                 f"OutOfDistribution.fit: {n} training subjects are too few for false_flag_rate="
                 f"{self.false_flag_rate} (p-values need {np.ceil(checks / self.false_flag_rate - 1):.0f}) or for "
                 f"n_components={self.n_components} with {self.folds} folds: lower n_components or folds.")
+        cropped = cropped or {}
+        if cropped and (volumes is None or max(cropped) >= volumes):
+            raise BrainlitDataError(f"OutOfDistribution.fit: cropped lengths {sorted(cropped)} must lie below "
+                                    f"the training runs' fewest volumes (volumes={volumes}).")
         fold = np.random.default_rng(self.seed).permutation(n) % self.folds
-        held_out = np.empty(n)
-        for k in range(self.folds):
-            held_out[fold == k] = _Subspace.fit(features[fold != k], self.n_components).distance(features[fold == k])
-        self.calibration_ = np.sort(held_out)
+        subspaces = [_Subspace.fit(features[fold != k], self.n_components) for k in range(self.folds)]
         self.distance_ = _Subspace.fit(features, self.n_components)
-        self.template_ = self.typicality_calibration_ = None
+        self.template_ = templates = None
         if profiles is not None:
-            profiles = _features(profiles, "fit")
-            if len(profiles) != n:
-                raise BrainlitDataError(f"OutOfDistribution.fit: {len(profiles)} profiles for {n} subjects.")
-            typical = np.empty(n)
-            for k in range(self.folds):
-                typical[fold == k] = typicality(profiles[fold == k], profiles[fold != k].mean(0))
-            self.template_, self.typicality_calibration_ = profiles.mean(0), np.sort(typical)
+            profiles = self._profiles(profiles, n)
+            templates = [profiles[fold != k].mean(0) for k in range(self.folds)]
+            self.template_ = profiles.mean(0)
+        self.volumes_ = volumes if cropped else None
+        self.calibrations_ = {}
+        for length, (f, p) in [*sorted(cropped.items()), (self.volumes_, (features, profiles))]:
+            f = _features(f, "fit", features.shape[1])
+            if len(f) != n:
+                raise BrainlitDataError(f"OutOfDistribution.fit: {len(f)} cropped features for {n} subjects.")
+            typical = None if templates is None else _held_out(templates, fold, self._profiles(p, n), _typicality_to)
+            self.calibrations_[length] = (_held_out(subspaces, fold, f, _Subspace.distance), typical)
         return self
 
-    def p_values(self, features: ArrayLike, profiles: ArrayLike | None = None) -> np.ndarray:
+    def _profiles(self, profiles: ArrayLike | None, n: int) -> np.ndarray:
+        if profiles is None:
+            raise BrainlitDataError("OutOfDistribution.fit: the typicality check needs the cropped runs' profiles too.")
+        profiles = _features(profiles, "fit")
+        if len(profiles) != n:
+            raise BrainlitDataError(f"OutOfDistribution.fit: {len(profiles)} profiles for {n} subjects.")
+        return profiles
+
+    def p_values(self, features: ArrayLike, profiles: ArrayLike | None = None,
+                 n_volumes: ArrayLike | None = None) -> np.ndarray:
         """``[N]`` conformal p-values: the share of cross-validated training distances at least as
-        far; with the typicality check, twice the smaller of that and the typicality's p-value."""
-        scores = self._scores(features, profiles)
+        far; with the typicality check, twice the smaller of that and the typicality's p-value.
+        ``n_volumes`` picks each run's calibrated length (None: the full runs')."""
+        scores = self._scores(features, profiles, n_volumes)
         return _both(scores["p_distance"], scores["p_typical"])
 
-    def _scores(self, features: ArrayLike, profiles: ArrayLike | None) -> dict[str, np.ndarray | None]:
-        """Each check's statistic and p-value (``typical`` and ``p_typical`` None when not fit)."""
+    def _scores(self, features: ArrayLike, profiles: ArrayLike | None,
+                n_volumes: ArrayLike | None) -> dict[str, np.ndarray | None]:
+        """Each check's statistic and p-value (``typical`` and ``p_typical`` None when not fit),
+        each run against the calibration of its length."""
         distance = self.distance_.distance(_features(features, "p_values", self.distance_.mean.size))
-        scores = {"distance": distance, "p_distance": _p_value(self.calibration_, distance, larger_is_rarer=True),
-                  "typical": None, "p_typical": None}
-        if self.template_ is not None:
-            scores["typical"] = self.typicality_of(profiles, len(distance))
-            scores["p_typical"] = _p_value(self.typicality_calibration_, scores["typical"], larger_is_rarer=False)
-        return scores
+        typical = None if self.template_ is None else self.typicality_of(profiles, len(distance))
+        p_distance, p_typical = np.empty(len(distance)), None if typical is None else np.empty(len(distance))
+        keys = self._calibrated_lengths(n_volumes, len(distance))
+        for key in set(keys):
+            rows = np.array([k == key for k in keys])
+            distances, typicalities = self.calibrations_[key]
+            p_distance[rows] = _p_value(distances, distance[rows], larger_is_rarer=True)
+            if typical is not None:
+                p_typical[rows] = _p_value(typicalities, typical[rows], larger_is_rarer=False)
+        return {"distance": distance, "p_distance": p_distance, "typical": typical, "p_typical": p_typical}
+
+    def _calibrated_lengths(self, n_volumes: ArrayLike | None, n: int) -> list[int | None]:
+        """Each run's calibration: the longest calibrated length it reaches (the shortest below all)."""
+        if self.volumes_ is None or n_volumes is None:
+            return [self.volumes_] * n
+        lengths = np.array(list(self.calibrations_))
+        reached = np.searchsorted(lengths, _per_subject(n_volumes, n, "n_volumes"), side="right") - 1
+        return [int(lengths[max(i, 0)]) for i in reached]
 
     def typicality_of(self, profiles: ArrayLike | None, n: int) -> np.ndarray:
         """``[N]`` typicality of FC edges ``profiles [N, E]`` against the training template."""
@@ -178,7 +231,7 @@ class OutOfDistribution:
             failed check ("" when none).
         """
         features = _features(features, "assess", self.distance_.mean.size)
-        scores = self._scores(features, profiles)
+        scores = self._scores(features, profiles, n_volumes)
         p_distance, typical, p_typical = scores["p_distance"], scores["typical"], scores["p_typical"]
         cut = self.false_flag_rate / (1 if p_typical is None else 2)
         reasons = [[f"features far from the training cohort (p={v:.2g})"] if v <= cut else [] for v in p_distance]
@@ -200,15 +253,23 @@ class OutOfDistribution:
                              "ood_flag": [bool(r) for r in reasons], "ood_reason": ["; ".join(r) for r in reasons]})
 
     def to_state(self) -> State:
-        """JSON values (options, residual variance) and arrays (calibration distances, eigenbasis)."""
+        """JSON values (options, residual variance, calibrated lengths) and arrays (calibration
+        distances and typicalities per length, eigenbasis)."""
+        cropped = [length for length in self.calibrations_ if length != self.volumes_]
         json_values = {**header("OutOfDistribution"), "false_flag_rate": self.false_flag_rate,
                        "n_components": self.n_components, "folds": self.folds,
                        "min_volumes": self.min_volumes, "max_mean_fd": self.max_mean_fd, "seed": self.seed,
-                       "residual_variance": self.distance_.residual_variance}
-        arrays = {"calibration": self.calibration_, "mean": self.distance_.mean, "scale": self.distance_.scale,
+                       "residual_variance": self.distance_.residual_variance, "volumes": self.volumes_,
+                       "cropped_lengths": cropped}
+        arrays = {"mean": self.distance_.mean, "scale": self.distance_.scale,
                   "components": self.distance_.components, "variances": self.distance_.variances}
         if self.template_ is not None:
-            arrays |= {"template": self.template_, "typicality_calibration": self.typicality_calibration_}
+            arrays["template"] = self.template_
+        for length, (distances, typicalities) in self.calibrations_.items():
+            suffix = "" if length == self.volumes_ else f"_{length}"
+            arrays[f"calibration{suffix}"] = distances
+            if typicalities is not None:
+                arrays[f"typicality_calibration{suffix}"] = typicalities
         return json_values, arrays
 
     @classmethod
@@ -218,10 +279,16 @@ class OutOfDistribution:
                              ("calibration", "mean", "scale", "components", "variances"))
         keys = ("false_flag_rate", "n_components", "folds", "min_volumes", "max_mean_fd", "seed")
         detector = cls(**{key: json_values[key] for key in keys})
-        typical = {name: np.asarray(arrays[name], np.float64) if name in arrays else None  # absent in older folders
-                   for name in ("template", "typicality_calibration")}
-        detector.template_, detector.typicality_calibration_ = typical["template"], typical["typicality_calibration"]
-        detector.calibration_ = stored.pop("calibration")
+        detector.template_ = np.asarray(arrays["template"], np.float64) if "template" in arrays else None
+        detector.volumes_ = json_values.get("volumes")  # absent in older folders, as the cropped lengths
+        lengths = [*json_values.get("cropped_lengths", []), detector.volumes_]
+        suffixes = [f"_{length}" for length in lengths[:-1]] + [""]
+        typical = {suffix: arrays.get(f"typicality_calibration{suffix}") for suffix in suffixes}
+        detector.calibrations_ = {
+            length: (np.asarray(arrays[f"calibration{suffix}"], np.float64),
+                     None if typical[suffix] is None else np.asarray(typical[suffix], np.float64))
+            for length, suffix in zip(lengths, suffixes, strict=True)}
+        stored.pop("calibration")
         detector.distance_ = _Subspace(**stored, residual_variance=float(json_values["residual_variance"]))
         return detector
 
@@ -237,6 +304,20 @@ def _features(features: ArrayLike, step: str, n_features: int | None = None) -> 
         rows = np.flatnonzero(~np.isfinite(features).all(1))[:10].tolist()
         raise BrainlitDataError(f"OutOfDistribution.{step}: features of rows {rows} are not finite.")
     return features
+
+
+def _held_out(references: list, fold: np.ndarray, data: np.ndarray,
+              score: Callable[[Any, np.ndarray], np.ndarray]) -> np.ndarray:
+    """Sorted ``score(references[k], rows of fold k)`` over the folds: every subject scored
+    against the fit without its fold."""
+    held_out = np.empty(len(data))
+    for k, reference in enumerate(references):
+        held_out[fold == k] = score(reference, data[fold == k])
+    return np.sort(held_out)
+
+
+def _typicality_to(template: np.ndarray, profiles: np.ndarray) -> np.ndarray:
+    return typicality(profiles, template)
 
 
 def _p_value(calibration: np.ndarray, values: np.ndarray, larger_is_rarer: bool) -> np.ndarray:

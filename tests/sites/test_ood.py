@@ -108,3 +108,40 @@ def test_a_typicality_detector_keeps_its_template_and_asks_for_profiles(simulate
         detector.assess(new)
     with pytest.raises(BrainlitDataError, match="10 profiles for 150 subjects"):
         OutOfDistribution().fit(features, profiles[:10])
+
+
+def test_short_runs_are_judged_against_training_runs_cut_as_short(simulated):
+    tangent = fit_tangent(list(simulated["train"]))
+
+    def checks(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return readout_like(series, tangent), fc_features(series)
+
+    train, short = simulated["train"], {name: simulated[name][:, :, :40] for name in ("same", "shuffled")}
+    full_only = OutOfDistribution().fit(*checks(train))
+    by_length = OutOfDistribution().fit(*checks(train), volumes=100, cropped={40: checks(train[:, :, :40]),
+                                                                              70: checks(train[:, :, :70])})
+    assert by_length._calibrated_lengths([30, 40, 69, 70, 99, 100, 300], 7) == [40, 40, 40, 70, 70, 100, 100]
+    flagged = {(name, detector): detector.assess(*checks(short[name])[:1], n_volumes=[40] * 150,
+                                                 profiles=checks(short[name])[1])["ood_flag"].mean()
+               for name in short for detector in (full_only, by_length)}
+    assert flagged[("same", full_only)] >= 0.5  # noisier FC of short runs lies far from full runs'
+    assert flagged[("same", by_length)] <= 0.1
+    assert flagged[("shuffled", by_length)] >= 0.9
+    json_values, arrays = by_length.to_state()
+    loaded = OutOfDistribution.from_state(json.loads(json.dumps(json_values)), arrays)
+    features, profiles = checks(simulated["same"][:20, :, :70])
+    assert loaded.assess(features, [70] * 20, profiles=profiles).equals(by_length.assess(features, [70] * 20, profiles=profiles))
+    with pytest.raises(BrainlitDataError, match="must lie below the training runs' fewest volumes"):
+        OutOfDistribution().fit(*checks(train), cropped={40: checks(train[:, :, :40])})
+
+
+def test_a_final_model_s_reference_is_calibrated_from_its_window_to_its_shortest_training_run():
+    from brainlit.baselines.readout import ConnectivityRidge
+    from brainlit.experiment.final import ood_reference
+
+    simulated = simulate_roi_timeseries(60, 8, 100, seed=3)
+    runs = list(simulated.roi_timeseries.astype(float))
+    runs[0] = runs[0][:, :90]
+    readout = ConnectivityRidge().fit(runs, simulated.phenotypes[["age"]])
+    detector = ood_reference(readout, runs, None, window=40)
+    assert detector.volumes_ == 90 and list(detector.calibrations_) == [40, 52, 69, 90]
