@@ -155,10 +155,11 @@ def test_the_new_site_table_measures_each_row_against_three_references():
                 "coverage old": 0.9, "flagged": 0.05}
     rows = {"no adaptation": row(12.0), "ComBat from 20 controls": row(11.5),
             "the same people at training site 0 (reference)": row(11.0), new_site.SCANNER_ROW: row(11.75)}
-    table = new_site.render(rows, 12.5, argparse.Namespace(seed=81, sites=3, site_seed=None))
+    table = new_site.render(rows, 12.5, argparse.Namespace(seed=81, sites=3, site_seed=None, held_out_tr=0.8))
     combat = next(line for line in table.splitlines() if line.startswith("| ComBat"))
     # no excess over CV (12.0 < 12.5): "-"; half the paired excess; twice the excess over the scanner's own model
     assert "| - | 50% | 200% |" in combat
+    assert table.startswith("# Brain age at a held-out site (seed 81, 3 sites, held-out TR 0.8 s)")
 
 
 def test_the_label_efficiency_probe_scores_each_encoder_on_the_experiment_s_own_folds():
