@@ -164,6 +164,10 @@ class OutOfDistribution:
             self.calibrations_[length] = (_held_out(subspaces, fold, f, _Subspace.distance), typical)
         return self
 
+    def _suffix(self, length: int | None) -> str:
+        """The state arrays' suffix of a calibrated length: none for the full runs'."""
+        return "" if length == self.volumes_ else f"_{length}"
+
     def _profiles(self, profiles: ArrayLike | None, n: int) -> np.ndarray:
         if profiles is None:
             raise BrainlitDataError("OutOfDistribution.fit: the typicality check needs the cropped runs' profiles too.")
@@ -266,10 +270,9 @@ class OutOfDistribution:
         if self.template_ is not None:
             arrays["template"] = self.template_
         for length, (distances, typicalities) in self.calibrations_.items():
-            suffix = "" if length == self.volumes_ else f"_{length}"
-            arrays[f"calibration{suffix}"] = distances
+            arrays[f"calibration{self._suffix(length)}"] = distances
             if typicalities is not None:
-                arrays[f"typicality_calibration{suffix}"] = typicalities
+                arrays[f"typicality_calibration{self._suffix(length)}"] = typicalities
         return json_values, arrays
 
     @classmethod
@@ -281,13 +284,14 @@ class OutOfDistribution:
         detector = cls(**{key: json_values[key] for key in keys})
         detector.template_ = np.asarray(arrays["template"], np.float64) if "template" in arrays else None
         detector.volumes_ = json_values.get("volumes")  # absent in older folders, as the cropped lengths
-        lengths = [*json_values.get("cropped_lengths", []), detector.volumes_]
-        suffixes = [f"_{length}" for length in lengths[:-1]] + [""]
-        typical = {suffix: arrays.get(f"typicality_calibration{suffix}") for suffix in suffixes}
+
+        def stored_array(name: str) -> np.ndarray | None:
+            return np.asarray(arrays[name], np.float64) if name in arrays else None
+
         detector.calibrations_ = {
-            length: (np.asarray(arrays[f"calibration{suffix}"], np.float64),
-                     None if typical[suffix] is None else np.asarray(typical[suffix], np.float64))
-            for length, suffix in zip(lengths, suffixes, strict=True)}
+            length: (stored_array(f"calibration{detector._suffix(length)}"),
+                     stored_array(f"typicality_calibration{detector._suffix(length)}"))
+            for length in [*json_values.get("cropped_lengths", []), detector.volumes_]}
         stored.pop("calibration")
         detector.distance_ = _Subspace(**stored, residual_variance=float(json_values["residual_variance"]))
         return detector
