@@ -73,6 +73,9 @@ class ConnectivityRidge:
         harmonise: Fit ComBat on the training features when their ages are known.
         site_scale: Also undo each site's scale at the predicted age (above; needs an ``age``
             target, else the location alone).
+        shrink_noisier: At a site adapted from controls that is noisier than the training
+            sites, shrink its residuals by their variance ratio instead of rescaling them
+            (``ComBatHarmoniser``'s ``shrink_noisier``).
 
     Attributes (after :meth:`fit`):
         targets_: Target names. weight_ ``[T, F]``, bias_ ``[T]``: the linear layer on
@@ -84,12 +87,13 @@ class ConnectivityRidge:
     """
 
     def __init__(self, connectivity: Connectivity = "both", lags: int = 3, combine: Combine = "stack",
-                 anchor: str | None = None, harmonise: bool = True, site_scale: bool = True) -> None:
+                 anchor: str | None = None, harmonise: bool = True, site_scale: bool = True,
+                 shrink_noisier: bool = True) -> None:
         if connectivity not in EDGE_KINDS or combine not in ("mean", "stack") or lags < 0:
             raise ValueError(f"ConnectivityRidge needs connectivity in {set(EDGE_KINDS)}, combine in "
                              f"{{mean, stack}} and lags >= 0; got {connectivity!r}, {combine!r}, {lags}.")
         self.connectivity, self.lags, self.combine, self.anchor = connectivity, lags, combine, anchor
-        self.harmonise, self.site_scale = harmonise, site_scale
+        self.harmonise, self.site_scale, self.shrink_noisier = harmonise, site_scale, shrink_noisier
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -115,7 +119,7 @@ class ConnectivityRidge:
             age = targets["age"].to_numpy(np.float64)
         self.harmoniser_, self.age_line_ = None, None
         if self.harmonise and age is not None and np.isfinite(np.asarray(age, np.float64)).all():
-            self.harmoniser_ = ComBatHarmoniser().fit(features, _sites(sites, len(runs)), age)
+            self.harmoniser_ = ComBatHarmoniser(shrink_noisier=self.shrink_noisier).fit(features, _sites(sites, len(runs)), age)
         features = torch.from_numpy(self._harmonised(features, sites))
         n_edges = len(runs[0]) * (len(runs[0]) - 1) // 2
         blocks = feature_blocks(n_edges, len(self.kinds), features.shape[1])
@@ -184,6 +188,7 @@ class ConnectivityRidge:
         harmoniser's arrays are prefixed ``harmoniser.``."""
         config = {"connectivity": self.connectivity, "lags": self.lags, "combine": self.combine,
                   "anchor": self.anchor, "harmonise": self.harmonise, "site_scale": self.site_scale,
+                  "shrink_noisier": self.shrink_noisier,
                   "age_line": None if self.age_line_ is None else list(self.age_line_), "targets": self.targets_,
                   "alphas": [[float(a) for a in alphas] for alphas in self.alphas_], "harmoniser": None}
         arrays = {"weight": self.weight_, "bias": self.bias_, "whitening": self.whitening_,
@@ -197,7 +202,8 @@ class ConnectivityRidge:
     def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> ConnectivityRidge:
         """A fitted read-out from :meth:`to_state`'s output."""
         readout = cls(config["connectivity"], config["lags"], config["combine"], config["anchor"],
-                      config.get("harmonise", False), config.get("site_scale", False))
+                      config.get("harmonise", False), config.get("site_scale", False),
+                      config.get("shrink_noisier", False))
         line = config.get("age_line")  # absent in folders written before the second pass existed
         readout.age_line_ = None if line is None else (float(line[0]), float(line[1]))
         readout.targets_, readout.alphas_ = list(config["targets"]), config["alphas"]

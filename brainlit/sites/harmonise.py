@@ -45,17 +45,27 @@ class ComBatHarmoniser:
     :class:`~brainlit.baselines.readout.ConnectivityRidge` plugs in the age it predicts instead,
     de-biased (its ``site_scale``).
 
+    A site adapted from controls whose residual variance exceeds the training sites'
+    (``delta > 1``) is noisier: rescaling its residuals by ``1 / sqrt(delta)`` restores their
+    spread but keeps the noise in it. With ``shrink_noisier`` they are divided by ``delta``
+    instead: the regression-calibration estimate of a training-like residual when the extra
+    variance is noise, ``E[clean | noisy] = noisy * var(clean) / var(noisy)`` (Carroll et al.
+    2006, Measurement Error in Nonlinear Models, ch. 4). Training sites keep ComBat's scale.
+
     Args:
         n_knots: Interior knots of the age spline.
         min_controls: Fewest controls :meth:`adapt` accepts for a new site.
         empirical_bayes: Shrink site effects across features (False: per-feature estimates).
+        shrink_noisier: At an adapted site, divide residuals by ``delta`` where ``delta > 1``.
     """
 
-    def __init__(self, n_knots: int = 2, min_controls: int = 10, empirical_bayes: bool = True) -> None:
+    def __init__(self, n_knots: int = 2, min_controls: int = 10, empirical_bayes: bool = True,
+                 shrink_noisier: bool = True) -> None:
         if n_knots < 0 or min_controls < MIN_SUBJECTS_PER_SITE:
             raise BrainlitConfigError(f"ComBatHarmoniser: n_knots must be >= 0 and min_controls >= "
                                       f"{MIN_SUBJECTS_PER_SITE}, got {n_knots}, {min_controls}.")
         self.n_knots, self.min_controls, self.empirical_bayes = n_knots, min_controls, empirical_bayes
+        self.shrink_noisier = shrink_noisier
 
     def fit(self, features: ArrayLike, sites: Sequence, age: ArrayLike) -> ComBatHarmoniser:
         """Fit on training subjects: ``features [N, F]``, ``sites [N]`` (labels), ``age [N]``.
@@ -102,9 +112,18 @@ class ComBatHarmoniser:
         known = np.isfinite(age)
         if known.any():
             standardised = self._standardise(features[known], age[known])
-            location_scale = (standardised - self.gamma_[index[known]]) / np.sqrt(self.delta_[index[known]])
+            location_scale = (standardised - self.gamma_[index[known]]) / self._scale(index[known])
             harmonised[known] = location_scale * sigma + self._expected(age[known])
         return harmonised
+
+    def _scale(self, index: np.ndarray) -> np.ndarray:
+        """``[N, F]`` what each subject's standardised residual is divided by: ``sqrt(delta)``,
+        or ``delta`` at a noisier adapted site with ``shrink_noisier``."""
+        delta = self.delta_[index]
+        if not self.shrink_noisier:
+            return np.sqrt(delta)
+        noisier = (index >= self.n_training_sites_)[:, None] & (delta > 1)
+        return np.where(noisier, delta, np.sqrt(delta))
 
     def adapt(self, features: ArrayLike, site: str, age: ArrayLike) -> ComBatHarmoniser:
         """Learn a new ``site``'s effects from its controls (``features [n, F]``, ``age [n]``);
@@ -169,7 +188,8 @@ class ComBatHarmoniser:
     def to_state(self) -> State:
         """JSON values (sites, options) and arrays (knots, grand_mean, age_coef, var_pooled, gamma, delta)."""
         json_values = {**header("ComBatHarmoniser"), "n_knots": self.n_knots, "min_controls": self.min_controls,
-                       "empirical_bayes": self.empirical_bayes, "sites": [str(s) for s in self.sites_],
+                       "empirical_bayes": self.empirical_bayes, "shrink_noisier": self.shrink_noisier,
+                       "sites": [str(s) for s in self.sites_],
                        "n_adapted": self.n_adapted_}
         return json_values, {name: getattr(self, f"{name}_") for name in STATE_ARRAYS}
 
@@ -177,7 +197,8 @@ class ComBatHarmoniser:
     def from_state(cls, json_values: dict, arrays: dict[str, np.ndarray]) -> ComBatHarmoniser:
         """The fitted harmoniser back from :meth:`to_state`'s output."""
         stored = check_state(json_values, arrays, "ComBatHarmoniser", STATE_ARRAYS)
-        harmoniser = cls(json_values["n_knots"], json_values["min_controls"], json_values["empirical_bayes"])
+        harmoniser = cls(json_values["n_knots"], json_values["min_controls"], json_values["empirical_bayes"],
+                         json_values.get("shrink_noisier", False))  # absent in older folders
         for name, value in stored.items():
             setattr(harmoniser, f"{name}_", value)
         harmoniser.sites_ = np.array(json_values["sites"], dtype=object)

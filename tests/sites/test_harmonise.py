@@ -77,13 +77,17 @@ def test_adapting_a_new_site_from_few_controls_improves_a_ridge_there(training):
 def test_a_model_of_one_site_maps_a_new_site_onto_it():
     reference, reference_age = site(150, (18, 88), 0.0, 0.0, 4)
     new, new_age = site(60, (18, 88), 2.0, 0.5, 5)
-    combat = ComBatHarmoniser().fit(reference, ["home"] * 150, reference_age)
-    np.testing.assert_allclose(combat.transform(reference, ["home"] * 150, reference_age), reference)
-    mapped = combat.adapt(new[:30], "away", new_age[:30]).transform(new[30:], ["away"] * 30, new_age[30:])
+    mapped = {}
+    for shrink in (False, True):
+        combat = ComBatHarmoniser(shrink_noisier=shrink).fit(reference, ["home"] * 150, reference_age)
+        np.testing.assert_allclose(combat.transform(reference, ["home"] * 150, reference_age), reference)
+        mapped[shrink] = combat.adapt(new[:30], "away", new_age[:30]).transform(new[30:], ["away"] * 30, new_age[30:])
     shift_before = np.abs(new[30:].mean(0) - reference.mean(0)).mean()
-    shift_after = np.abs(mapped.mean(0) - reference.mean(0)).mean()
+    shift_after = np.abs(mapped[False].mean(0) - reference.mean(0)).mean()
     assert shift_after < 0.3 * shift_before
-    assert mapped.std(0).mean() == pytest.approx(reference.std(0).mean(), rel=0.2)
+    assert mapped[False].std(0).mean() == pytest.approx(reference.std(0).mean(), rel=0.2)
+    # the noisier site's extra residual variance treated as noise: shrunk below the reference's spread
+    assert mapped[True].std(0).mean() < 0.85 * mapped[False].std(0).mean()
 
 
 def test_state_is_json_and_arrays_and_keeps_adapted_sites(training):
