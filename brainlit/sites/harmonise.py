@@ -41,7 +41,8 @@ class ComBatHarmoniser:
     At apply time age may be unknown (``age=None``, or NaN rows): then only the site's
     location is removed, ``x - sigma * gamma_site``, in which the age term cancels exactly;
     the scale cannot be undone without the subject's age (plugging in the training mean age
-    shrinks the age effect by ``1 / sqrt(delta_site)``: 1.5 years more MAE, see the note).
+    shrinks the age effect by ``1 / sqrt(delta_site)``, or ``1 / delta_site`` where a noisier
+    site is shrunk: 1.5-3.5 years more MAE, see the note).
     :class:`~brainlit.baselines.readout.ConnectivityRidge` plugs in the age it predicts instead,
     de-biased (its ``site_scale``).
 
