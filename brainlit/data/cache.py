@@ -278,13 +278,17 @@ def _update(path: Path, records: list[SubjectRecord], parcellator: Parcellator,
         if todo:
             expected_tr = cohort_tr(records, parcellator.t_r)
             if parcellator.params["resample_tr"]:
-                for t_r, n in sorted(declared_trs(todo).items()):
-                    if tr_differs(t_r, expected_tr):
-                        log.info("%d runs at TR %.3g s: resampled to the cohort's %.3g s", n, t_r, expected_tr)
+                _log_resampling(todo, expected_tr)
             with parallel_backend(*workers):
                 _parcellate(h5, todo, expected_tr, parcellator, report, on_error, n_jobs=workers[2])
         _write_phenotypes(h5, phenotypes)
     return report
+
+
+def _log_resampling(todo: list[SubjectRecord], expected_tr: float | None) -> None:
+    for t_r, n in sorted(declared_trs(todo).items()):
+        if tr_differs(t_r, expected_tr):
+            log.info("%d runs at TR %.3g s: resampled to the cohort's %.3g s", n, t_r, expected_tr)
 
 
 def _parcellate(h5: h5py.File, todo: list[SubjectRecord], expected_tr: float | None,
